@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Shared by boot/dev.sh and boot/test.sh: the venv with the project's requirements and, unless
+# DATABASE_URL points elsewhere, the local TimescaleDB cluster. Source it; do not run it.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+ensure_venv() {  # ensure_venv requirements-file
+  local req="$1" stamp="$root/.venv/.installed-$(basename "$1")"
+  if [ ! -x "$root/.venv/bin/python" ]; then
+    echo "[setup] creating .venv with $("$PYTHON" --version)" >&2
+    "$PYTHON" -m venv "$root/.venv"
+    "$root/.venv/bin/pip" install -q --upgrade pip >/dev/null
+  fi
+  # Reinstall only when the requirement files changed since the last install.
+  local sum
+  sum="$(cat "$root"/requirements*.txt | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
+    echo "[setup] installing $(basename "$req")" >&2
+    "$root/.venv/bin/pip" install -q -r "$req"
+    echo "$sum" >"$stamp"
+  fi
+}
+
+ensure_local_db() {  # ensure_local_db database-name: exports DATABASE_URL for the local cluster
+  local port="${LOCAL_DB_PORT:-5433}"
+  bash "$root/boot/local-db.sh" "$1"
+  export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:${port}/$1"
+}

@@ -1,0 +1,1 @@
+"""Database access: the engine, the session dependency (the one commit point) and TimescaleDB DDL."""

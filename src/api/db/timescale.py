@@ -1,0 +1,147 @@
+"""TimescaleDB at startup: wait for the server, detect the edition, create the hypertable and
+the rollup (a continuous aggregate on Community, the service's own table on Apache), and
+register policies. Every statement is idempotent and runs under an advisory lock, so several
+workers starting at once, or a restart, are harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import SQLModel
+
+from src.api.config import Settings
+from src.api.errors import ServiceUnavailable
+from src.api.events.models import ROLLUP_DIMENSIONS, Event, EventRollup
+
+log = logging.getLogger(__name__)
+
+Edition = Literal["apache", "timescale"]
+ROLLUP_TABLE = "event_rollup_15m"
+ROLLUP_BUCKET = "15 minutes"
+# Any constant works; it only has to be the same in every worker.
+_SETUP_LOCK_KEY = 0x45564E54  # "EVNT"
+
+
+async def _create_tables(conn: AsyncConnection, *names: object) -> None:
+    tables = [SQLModel.metadata.tables[str(name)] for name in names]
+    await conn.run_sync(lambda sync_conn: SQLModel.metadata.create_all(sync_conn, tables=tables))
+
+
+@dataclass(frozen=True)
+class TimescaleInfo:
+    edition: Edition
+    version: str
+
+    @property
+    def has_continuous_aggregates(self) -> bool:
+        return self.edition == "timescale"
+
+
+async def wait_for_database(engine: AsyncEngine, timeout: float) -> None:
+    """Retry `SELECT 1` with backoff until the database answers or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    delay = 0.25
+    while True:
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return
+        except (OperationalError, DBAPIError, OSError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise ServiceUnavailable("database unavailable at startup") from exc
+            log.warning("database not ready, retrying in %.2fs: %s", delay, type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+
+async def detect_edition(conn: AsyncConnection) -> TimescaleInfo:
+    license_ = (await conn.execute(text("SHOW timescaledb.license"))).scalar_one()
+    version = (
+        await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"))
+    ).scalar_one()
+    edition: Edition = "timescale" if license_ == "timescale" else "apache"
+    return TimescaleInfo(edition=edition, version=str(version))
+
+
+async def setup_database(engine: AsyncEngine, settings: Settings) -> TimescaleInfo:
+    """Bring the schema up to date. Safe to call on every start, from many processes at once."""
+    await wait_for_database(engine, settings.db_startup_timeout)
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SETUP_LOCK_KEY})
+        try:
+            await conn.execute(text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
+            info = await detect_edition(conn)
+            await _create_tables(conn, Event.__tablename__)
+            await _create_event_hypertable(conn, settings.events_chunk_interval)
+            if info.has_continuous_aggregates:
+                await _create_continuous_aggregate(conn)
+            else:
+                await _create_rollup_table(conn, settings.events_chunk_interval)
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SETUP_LOCK_KEY})
+    log.info("timescaledb ready edition=%s version=%s", info.edition, info.version)
+    return info
+
+
+async def _create_event_hypertable(conn: AsyncConnection, chunk_interval: str) -> None:
+    await conn.execute(
+        text(
+            "SELECT create_hypertable('event', by_range('time', CAST(:chunk AS interval)),"
+            " if_not_exists => TRUE, migrate_data => TRUE)"
+        ),
+        {"chunk": chunk_interval},
+    )
+    # Applies to new chunks; keeps the configured interval authoritative across restarts.
+    await conn.execute(
+        text("SELECT set_chunk_time_interval('event', CAST(:chunk AS interval))"),
+        {"chunk": chunk_interval},
+    )
+
+
+async def _create_rollup_table(conn: AsyncConnection, chunk_interval: str) -> None:
+    await _create_tables(conn, EventRollup.__tablename__)
+    await conn.execute(
+        text(
+            "SELECT create_hypertable(:table, by_range('bucket', CAST(:chunk AS interval) * 7),"
+            " if_not_exists => TRUE, migrate_data => TRUE)"
+        ),
+        {"table": ROLLUP_TABLE, "chunk": chunk_interval},
+    )
+
+
+async def _create_continuous_aggregate(conn: AsyncConnection) -> None:
+    exists = (
+        await conn.execute(
+            text("SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = :name"),
+            {"name": ROLLUP_TABLE},
+        )
+    ).first()
+    if exists is None:
+        dims = ", ".join(ROLLUP_DIMENSIONS)
+        # Identifiers here are constants of this module, never input.
+        await conn.execute(
+            text(
+                f"CREATE MATERIALIZED VIEW {ROLLUP_TABLE} WITH (timescaledb.continuous,"
+                " timescaledb.materialized_only = false) AS"
+                f" SELECT time_bucket(INTERVAL '{ROLLUP_BUCKET}', time) AS bucket, {dims},"
+                " count(*) AS events, sum(duration)::bigint AS duration_sum,"
+                " count(duration) AS duration_count"
+                f" FROM event GROUP BY bucket, {dims} WITH NO DATA"
+            )
+        )
+    await conn.execute(
+        text(
+            "SELECT add_continuous_aggregate_policy(:name, start_offset => NULL,"
+            " end_offset => INTERVAL '15 minutes', schedule_interval => INTERVAL '1 minute',"
+            " if_not_exists => TRUE)"
+        ),
+        {"name": ROLLUP_TABLE},
+    )

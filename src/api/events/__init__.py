@@ -1,0 +1,1 @@
+"""The event: table, schemas, enrichment, repository and the original /api/events routes."""

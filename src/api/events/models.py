@@ -1,0 +1,116 @@
+"""The event hypertable and the 15-minute rollup shape shared by both TimescaleDB editions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# The dimensions every rollup groups by, in column order; the stats planner whitelists them.
+ROLLUP_DIMENSIONS: tuple[str, ...] = (
+    "site_id",
+    "event_type",
+    "page",
+    "os",
+    "browser",
+    "device",
+    "referrer_domain",
+)
+
+
+class Event(SQLModel, table=True):
+    """One event. A hypertable on `time`; unique keys must include `time`, hence (id, time)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        Index("ix_event_site_time", "site_id", "time"),
+        Index("ix_event_site_visitor_time", "site_id", "visitor_id", "time"),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    time: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), primary_key=True, nullable=False, server_default=func.now())
+    )
+    site_id: str = Field(
+        default="default", sa_column=Column(String(128), nullable=False, server_default="default")
+    )
+    event_type: str = Field(
+        default="pageview",
+        sa_column=Column(String(128), nullable=False, server_default="pageview"),
+    )
+    page: str = Field(sa_column=Column(String(2048), nullable=False))
+    url: str | None = Field(default=None, sa_column=Column(String(4096)))
+    ip_address: str | None = Field(default=None, sa_column=Column(String(64)))
+    user_agent: str | None = Field(default=None, sa_column=Column(String(1024)))
+    os: str = Field(default="Other", sa_column=Column(String(32), nullable=False, server_default="Other"))
+    browser: str = Field(
+        default="Other", sa_column=Column(String(64), nullable=False, server_default="Other")
+    )
+    device: str = Field(default="other", sa_column=Column(String(16), nullable=False, server_default="other"))
+    is_bot: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    referrer: str | None = Field(default=None, sa_column=Column(String(4096)))
+    referrer_domain: str = Field(default="", sa_column=Column(String(255), nullable=False, server_default=""))
+    session_id: str | None = Field(default=None, sa_column=Column(String(128)))
+    visitor_id: str | None = Field(default=None, sa_column=Column(String(128)))
+    user_id: str | None = Field(default=None, sa_column=Column(String(128)))
+    duration: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    description: str | None = Field(default=None, sa_column=Column(String(4096)))
+    properties: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    received_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+    updated_at: datetime = Field(
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    )
+
+
+class EventRollup(SQLModel, table=True):
+    """Apache edition: the service's own exact 15-minute rollup, kept in the insert transaction.
+
+    On the Community edition a continuous aggregate of the same name and columns replaces it.
+    """
+
+    __tablename__ = "event_rollup_15m"
+
+    bucket: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    site_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    event_type: str = Field(sa_column=Column(String(128), primary_key=True))
+    page: str = Field(sa_column=Column(String(2048), primary_key=True))
+    os: str = Field(sa_column=Column(String(32), primary_key=True))
+    browser: str = Field(sa_column=Column(String(64), primary_key=True))
+    device: str = Field(sa_column=Column(String(16), primary_key=True))
+    referrer_domain: str = Field(sa_column=Column(String(255), primary_key=True))
+    events: int = Field(sa_column=Column(BigInteger, nullable=False))
+    duration_sum: int = Field(sa_column=Column(BigInteger, nullable=False))
+    duration_count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+# Columns the ingest writer copies, in order (received_at/updated_at are set by the writer too).
+EVENT_COPY_COLUMNS: tuple[str, ...] = (
+    "id",
+    "time",
+    "site_id",
+    "event_type",
+    "page",
+    "url",
+    "ip_address",
+    "user_agent",
+    "os",
+    "browser",
+    "device",
+    "is_bot",
+    "referrer",
+    "referrer_domain",
+    "session_id",
+    "visitor_id",
+    "user_id",
+    "duration",
+    "description",
+    "properties",
+    "received_at",
+    "updated_at",
+)

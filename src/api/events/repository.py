@@ -1,0 +1,50 @@
+"""SQL over single events. Lookups by id are bounded by the retention window, so chunk
+exclusion keeps them to the primary-key index of the chunks that can still hold the event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from src.api.events.models import ROLLUP_DIMENSIONS, Event
+
+_DIMS = ", ".join(ROLLUP_DIMENSIONS)
+_DELETE_SQL = text("DELETE FROM event WHERE id = :id AND time >= :since RETURNING id")
+# Apache edition: the rollup is ours to keep exact, so a delete takes its row back out of it.
+_DELETE_WITH_ROLLUP_SQL = text(f"""
+WITH deleted AS (
+    DELETE FROM event WHERE id = :id AND time >= :since
+    RETURNING id, time, duration, {_DIMS}
+), rolled AS (
+    UPDATE event_rollup_15m AS r SET
+        events = r.events - d.events,
+        duration_sum = r.duration_sum - d.duration_sum,
+        duration_count = r.duration_count - d.duration_count
+    FROM (
+        SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {_DIMS},
+               count(*) AS events, sum(duration) AS duration_sum, count(duration) AS duration_count
+        FROM deleted GROUP BY bucket, {_DIMS}
+    ) AS d
+    WHERE r.bucket = d.bucket
+      AND (r.site_id, r.event_type, r.page, r.os, r.browser, r.device, r.referrer_domain)
+        = (d.site_id, d.event_type, d.page, d.os, d.browser, d.device, d.referrer_domain)
+)
+SELECT id FROM deleted
+""")
+
+
+async def get_event(session: AsyncSession, event_id: uuid.UUID, since: datetime) -> Event | None:
+    statement = select(Event).where(Event.id == event_id, col(Event.time) >= since).limit(1)
+    return (await session.exec(statement)).first()
+
+
+async def delete_event(
+    session: AsyncSession, event_id: uuid.UUID, since: datetime, *, maintain_rollup: bool
+) -> bool:
+    sql = _DELETE_WITH_ROLLUP_SQL if maintain_rollup else _DELETE_SQL
+    result = await session.execute(sql, {"id": event_id, "since": since})
+    return result.first() is not None

@@ -1,0 +1,96 @@
+"""The original /api/events API: create, batch, read, delete, and page/OS buckets."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from src.api.config import get_settings
+from src.api.db.engine import SessionDep
+from src.api.errors import InvalidParameter, NotFound
+from src.api.events import repository
+from src.api.events.schemas import BatchResult, EventBucket, EventCreate, EventPublic
+from src.api.ingest.body import read_json_body
+from src.api.ingest.service import IngestDep, RequestContextDep
+from src.api.jobs.retention import retention_cutoff
+from src.api.stats.dependencies import TimescaleDep
+from src.api.stats.params import parse_interval, parse_range
+from src.api.stats.service import page_os_buckets
+
+router = APIRouter(prefix="/api/events", tags=["events"])
+
+DEFAULT_PAGES: tuple[str, ...] = (
+    "/",
+    "/about",
+    "/pricing",
+    "/contact",
+    "/blog",
+    "/products",
+    "/login",
+    "/register",
+    "/services",
+    "/support",
+    "/dashboard",
+    "/settings",
+)
+
+
+@router.post("", response_model=EventPublic)
+async def create_event(event: EventCreate, ingest: IngestDep, context: RequestContextDep) -> EventPublic:
+    stored, _ = await ingest.ingest_one(event, context)
+    return stored
+
+
+@router.post("/batch", response_model=BatchResult)
+async def create_events(request: Request, ingest: IngestDep, context: RequestContextDep) -> BatchResult:
+    settings = get_settings()
+    body = await read_json_body(request, settings.max_body_bytes)
+    items = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise InvalidParameter(("body", "events"), "must be a list of events", None)
+    if len(items) > settings.batch_max_events:
+        raise InvalidParameter(
+            ("body", "events"), f"at most {settings.batch_max_events} events per batch", len(items)
+        )
+    outcome = await ingest.ingest_batch(items, context)
+    return outcome.result()
+
+
+@router.get("", response_model=list[EventBucket])
+async def read_event_buckets(
+    session: SessionDep,
+    timescale: TimescaleDep,
+    duration: Annotated[str, Query(max_length=32)] = "1 day",
+    pages: Annotated[list[str] | None, Query(max_length=200)] = None,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+) -> list[EventBucket]:
+    interval = parse_interval(duration, "duration")
+    window = parse_range(start, end)
+    return await page_os_buckets(
+        session, timescale, interval, window, list(pages) if pages else list(DEFAULT_PAGES)
+    )
+
+
+@router.get("/{event_id}", response_model=EventPublic)
+async def read_event(event_id: uuid.UUID, session: SessionDep) -> EventPublic:
+    event = await repository.get_event(session, event_id, retention_cutoff(datetime.now(UTC)))
+    if event is None:
+        raise NotFound(f"Event {event_id} not found")
+    return EventPublic.model_validate(event, from_attributes=True)
+
+
+@router.delete("/{event_id}")
+async def delete_event(event_id: uuid.UUID, session: SessionDep, timescale: TimescaleDep) -> dict[str, str]:
+    deleted = await repository.delete_event(
+        session,
+        event_id,
+        retention_cutoff(datetime.now(UTC)),
+        maintain_rollup=not timescale.has_continuous_aggregates,
+    )
+    if not deleted:
+        raise NotFound(f"Event {event_id} not found")
+    return {"detail": f"Event {event_id} deleted"}

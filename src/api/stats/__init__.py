@@ -1,0 +1,1 @@
+"""Aggregation: parsing questions (intervals, zones, ranges), planning, and the stats routes."""

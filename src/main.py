@@ -1,0 +1,88 @@
+"""The FastAPI application: lifespan (database setup, ingest writer, jobs), routers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import ORJSONResponse
+
+from src.api.config import get_settings
+from src.api.db.engine import create_engine
+from src.api.db.timescale import setup_database
+from src.api.errors import AppError, app_error_handler
+from src.api.events.router import router as events_router
+from src.api.ingest.service import IngestService
+from src.api.ingest.writer import IngestWriter
+from src.api.jobs.retention import run_retention_loop
+from src.api.middleware import BodySizeLimit, StripTrailingSlash
+from src.api.system.router import router as system_router
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    engine = create_engine(settings)
+    timescale = await setup_database(engine, settings)
+    writer = IngestWriter(
+        engine,
+        maintain_rollup=not timescale.has_continuous_aggregates,
+        max_queued_events=settings.ingest_queue_max_events,
+        flush_max_events=settings.ingest_flush_max_events,
+        flush_interval=settings.ingest_flush_interval,
+        writers=settings.ingest_writers,
+    )
+    writer.start()
+    app.state.engine = engine
+    app.state.timescale = timescale
+    app.state.ingest = IngestService(writer, settings)
+    jobs: list[asyncio.Task[None]] = []
+    if not timescale.has_continuous_aggregates and settings.retention_check_interval > 0:
+        jobs.append(asyncio.create_task(run_retention_loop(engine, settings.retention_check_interval)))
+    try:
+        yield
+    finally:
+        for job in jobs:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        await writer.stop()
+        await engine.dispose()
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    application = FastAPI(
+        title="Event analytics",
+        version="1.0.0",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        default_response_class=ORJSONResponse,
+    )
+    application.add_exception_handler(AppError, app_error_handler)
+    application.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["*"],
+        allow_headers=["*"],
+        allow_credentials=settings.cors_origins != ("*",),
+    )
+    application.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    application.add_middleware(StripTrailingSlash)
+    application.include_router(system_router)
+    application.include_router(events_router)
+    return application
+
+
+app = create_app()

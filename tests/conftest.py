@@ -1,0 +1,68 @@
+"""Test fixtures: one app (with its real lifespan) per session, on the real TimescaleDB named by
+DATABASE_URL (boot/test.sh points it at the local cluster's analytics_test database)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+if not os.environ.get("DATABASE_URL"):
+    os.environ["DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:5433/analytics_test"
+# Keep background jobs out of the tests' way; tests call them directly.
+os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
+
+from src.api.db.timescale import TimescaleInfo
+from src.main import app as _app
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+async def app(anyio_backend: str) -> AsyncIterator[FastAPI]:
+    async with _app.router.lifespan_context(_app):
+        yield _app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+def engine(app: FastAPI) -> AsyncEngine:
+    engine: AsyncEngine = app.state.engine
+    return engine
+
+
+@pytest.fixture
+def timescale(app: FastAPI) -> TimescaleInfo:
+    info: TimescaleInfo = app.state.timescale
+    return info
+
+
+@pytest.fixture
+async def clean(engine: AsyncEngine) -> None:
+    """Empty events and rollups (continuous aggregates follow on their next refresh)."""
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE event"))
+        has_table = (
+            await conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = 'event_rollup_15m'"))
+        ).first()
+        if has_table:
+            await conn.execute(text("TRUNCATE event_rollup_15m"))
+
+
+def requires_community(info: TimescaleInfo) -> None:
+    if not info.has_continuous_aggregates:
+        pytest.skip("needs the TimescaleDB Community edition (continuous aggregates)")
