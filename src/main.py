@@ -12,6 +12,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse
 
+from src.api.compat.collect import router as collect_router
+from src.api.compat.interview import router as interview_router
+from src.api.compat.queued import router as queued_router
+from src.api.compat.stats import router as compat_stats_router
 from src.api.config import get_settings
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
@@ -21,6 +25,7 @@ from src.api.ingest.service import IngestService
 from src.api.ingest.writer import IngestWriter
 from src.api.jobs.retention import run_retention_loop
 from src.api.middleware import BodySizeLimit, StripTrailingSlash
+from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,11 @@ def create_app() -> FastAPI:
     application.add_middleware(StripTrailingSlash)
     application.include_router(system_router)
     application.include_router(events_router)
+    application.include_router(stats_router)
+    application.include_router(collect_router)
+    application.include_router(queued_router)
+    application.include_router(interview_router)
+    application.include_router(compat_stats_router)
     return application
 
 

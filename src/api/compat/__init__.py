@@ -1,0 +1,1 @@
+"""Thin routers that speak the APIs of the systems this service replaces."""
