@@ -23,7 +23,6 @@ ensure_venv() {  # ensure_venv requirements-file
 }
 
 ensure_local_db() {  # ensure_local_db database-name: exports DATABASE_URL for the local cluster
-  local port="${LOCAL_DB_PORT:-5433}"
   bash "$root/boot/local-db.sh" "$1"
-  export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:${port}/$1"
+  export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$(bash "$root/boot/local-db.sh" port)/$1"
 }
