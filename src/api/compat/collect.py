@@ -1,7 +1,50 @@
-"""Compatibility router (filled in by the ingestion work)."""
+"""POST /collect: the camelCase collector, with nested batches and query-parameter fallback."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+
+from src.api.compat.service import batch_size_guard, collect_events, ingest_all_or_nothing, now_iso
+from src.api.config import get_settings
+from src.api.errors import InvalidParameter
+from src.api.ingest.body import read_json_body
+from src.api.ingest.service import IngestDep, RequestContextDep
 
 router = APIRouter(tags=["compat"])
+
+
+@router.post("/collect")
+async def collect(request: Request, ingest: IngestDep, context: RequestContextDep) -> dict[str, object]:
+    settings = get_settings()
+    body = await read_json_body(request, settings.max_body_bytes, allow_empty=True)
+    if body is None:
+        body = dict(request.query_params)
+        if not body:
+            raise InvalidParameter(("body",), "send a JSON event, or the event as query parameters")
+    if not isinstance(body, dict):
+        raise InvalidParameter(("body",), "must be a JSON object", None)
+    events = collect_events(body)
+    batch_size_guard(len(events), settings.batch_max_events)
+    rows, _ = await ingest_all_or_nothing(ingest, events, context, what="events")
+    count = len(rows)
+    return {
+        "status": "success",
+        "message": f"{count} event(s) received and stored",
+        "events_processed": count,
+        "event_id": str(rows[0][0]),
+        "timestamp": now_iso(),
+    }
+
+
+@router.options("/collect")
+async def collect_preflight() -> Response:
+    # CORSMiddleware answers real preflights (with Origin); this answers bare OPTIONS probes.
+    return Response(
+        status_code=204,
+        headers={
+            "Allow": "POST, OPTIONS",
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type",
+        },
+    )

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from src.api.compat.service import batch_size_guard
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep
 from src.api.errors import InvalidParameter, NotFound
@@ -51,10 +52,7 @@ async def create_events(request: Request, ingest: IngestDep, context: RequestCon
     items = body.get("events") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise InvalidParameter(("body", "events"), "must be a list of events", None)
-    if len(items) > settings.batch_max_events:
-        raise InvalidParameter(
-            ("body", "events"), f"at most {settings.batch_max_events} events per batch", len(items)
-        )
+    batch_size_guard(len(items), settings.batch_max_events)
     outcome = await ingest.ingest_batch(items, context)
     return outcome.result()
 

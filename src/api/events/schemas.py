@@ -148,6 +148,14 @@ class EventCreate(BaseModel):
         return derived[:2048]
 
 
+class PagelessEventCreate(EventCreate):
+    """Custom events from collectors whose API has no page: the page is empty, not required."""
+
+    page: Annotated[str, StringConstraints(max_length=2048), _NoNul] | None = Field(
+        default="", validate_default=True
+    )
+
+
 class EventPublic(BaseModel):
     id: uuid.UUID
     time: datetime

@@ -20,7 +20,13 @@ from src.api.events.models import EVENT_COPY_COLUMNS
 from src.api.events.schemas import BatchRejected, BatchResult, EventCreate, EventPublic
 from src.api.ingest.writer import EventRow, IngestWriter, WriteResult
 
-_EVENT_ADAPTER: TypeAdapter[EventCreate] = TypeAdapter(EventCreate)
+_ADAPTERS: dict[type[EventCreate], TypeAdapter[EventCreate]] = {}
+
+
+def _adapter(model: type[EventCreate]) -> TypeAdapter[EventCreate]:
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = TypeAdapter(model)
+    return _ADAPTERS[model]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,7 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {
             "field": ".".join(str(p) for p in error["loc"]) or "body",
-            "message": error["msg"],
+            "message": error["msg"].removeprefix("Value error, "),
             "type": error["type"],
         }
         for error in exc.errors(include_url=False, include_input=False, include_context=False)
@@ -161,8 +167,13 @@ class IngestService:
         return await self.writer.submit(rows)
 
     def validate_items(
-        self, items: Sequence[object], context: RequestContext, defaults: dict[str, Any] | None = None
+        self,
+        items: Sequence[object],
+        context: RequestContext,
+        model: type[EventCreate] = EventCreate,
     ) -> tuple[list[EventRow], list[BatchRejected]]:
+        """Rows for the valid items and, by index, why the others were rejected."""
+        adapter = _adapter(model)
         rows: list[EventRow] = []
         rejected: list[BatchRejected] = []
         for index, item in enumerate(items):
@@ -180,9 +191,8 @@ class IngestService:
                     )
                 )
                 continue
-            data = {**defaults, **item} if defaults else item
             try:
-                event = _EVENT_ADAPTER.validate_python(data)
+                event = adapter.validate_python(item)
             except ValidationError as exc:
                 rejected.append(BatchRejected(index=index, errors=validation_errors(exc)))
                 continue
