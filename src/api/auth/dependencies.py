@@ -11,7 +11,7 @@ from src.api.config import get_settings
 from src.api.errors import Unauthorized
 
 
-def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> str | None:
+async def require_api_key(x_api_key: Annotated[str | None, Header()] = None) -> str | None:
     keys = get_settings().api_keys
     if not keys:
         return None

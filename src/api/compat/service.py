@@ -129,7 +129,7 @@ async def ingest_all_or_nothing(
     model: type[EventCreate] = EventCreate,
     what: str = "events",
 ) -> tuple[list[EventRow], WriteResult]:
-    rows, rejected = ingest.validate_items(items, context, model)
+    rows, rejected = await ingest.validate_items_off_loop(items, context, model)
     if rejected:
         raise Unprocessable(rejected, what)
     return rows, await ingest.ingest_rows(rows)

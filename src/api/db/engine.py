@@ -23,13 +23,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def get_engine(request: Request) -> AsyncEngine:
+# Dependencies are async: a plain def would run in the thread pool, a costly hop per request.
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with AsyncSession(get_engine(request), expire_on_commit=False) as session:
+    async with AsyncSession(request.app.state.engine, expire_on_commit=False) as session:
         try:
             yield session
             await session.commit()

@@ -105,6 +105,7 @@ def valid_ip(value: str | None) -> str | None:
         return None
 
 
+@lru_cache(maxsize=8192)
 def referrer_domain_of(referrer: str | None) -> str:
     if not referrer:
         return ""

@@ -26,10 +26,9 @@ class Event(SQLModel, table=True):
     """One event. A hypertable on `time`; unique keys must include `time`, hence (id, time)."""
 
     __tablename__ = "event"
-    __table_args__ = (
-        Index("ix_event_site_time", "site_id", "time"),
-        Index("ix_event_site_visitor_time", "site_id", "visitor_id", "time"),
-    )
+    # Few indexes, because each one costs every insert: the hypertable's own index on time,
+    # the primary key, and (site_id, time) for the site-scoped, time-bounded stats queries.
+    __table_args__ = (Index("ix_event_site_time", "site_id", "time"),)
 
     id: uuid.UUID = Field(primary_key=True)
     time: datetime = Field(
@@ -113,4 +112,29 @@ EVENT_COPY_COLUMNS: tuple[str, ...] = (
     "properties",
     "received_at",
     "updated_at",
+)
+# PostgreSQL types of EVENT_COPY_COLUMNS, for binary COPY.
+EVENT_COPY_TYPES: tuple[str, ...] = (
+    "uuid",
+    "timestamptz",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "bool",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "varchar",
+    "int4",
+    "varchar",
+    "jsonb",
+    "timestamptz",
+    "timestamptz",
 )

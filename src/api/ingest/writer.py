@@ -19,16 +19,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
-from src.api.events.models import EVENT_COPY_COLUMNS, ROLLUP_DIMENSIONS
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,15 @@ _DIMS = ", ".join(ROLLUP_DIMENSIONS)
 _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS event_stage (LIKE event INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
-_COPY_SQL = f"COPY event_stage ({_COLUMNS}) FROM STDIN"
+# Binary COPY: psycopg's C dumpers write each row about four times faster than text format.
+_COPY_SQL = f"COPY event_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _INSERT_SQL = (
-    f"INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage"
+    f"INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage ORDER BY time"
     " ON CONFLICT DO NOTHING RETURNING id, time"
 )
 _INSERT_WITH_ROLLUP_SQL = f"""
 WITH inserted AS (
-    INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage
+    INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage ORDER BY time
     ON CONFLICT DO NOTHING
     RETURNING id, time, duration, {_DIMS}
 ), rolled AS (
@@ -82,6 +83,14 @@ class WriteResult:
     @property
     def duplicates(self) -> int:
         return len(self.inserted) - self.accepted
+
+
+@dataclass
+class _Slot:
+    """One writer task's connection, and whether its temp staging table exists yet."""
+
+    conn: AsyncConnection | None = None
+    staged: bool = False
 
 
 @dataclass
@@ -148,6 +157,13 @@ class IngestWriter:
         return await asyncio.shield(pending.future)
 
     async def _run(self) -> None:
+        slot = _Slot()
+        try:
+            await self._loop(slot)
+        finally:
+            await self._discard(slot)
+
+    async def _loop(self, slot: _Slot) -> None:
         while True:
             await self._has_work.wait()
             if not self._queue:
@@ -160,7 +176,7 @@ class IngestWriter:
             batch = self._take()
             if not batch:
                 continue
-            await self._flush(batch)
+            await self._flush(batch, slot)
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -174,14 +190,14 @@ class IngestWriter:
             self._has_work.clear()
         return batch
 
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, batch: list[_Pending], slot: _Slot) -> None:
         try:
-            inserted = await self._write_with_retry(batch)
+            inserted = await self._write_with_retry(batch, slot)
         except AppError as exc:
             if len(batch) > 1 and not isinstance(exc, ServiceUnavailable):
                 # One request's bad data must not fail the others it shared a commit with.
                 for pending in batch:
-                    await self._flush([pending])
+                    await self._flush([pending], slot)
                 return
             for pending in batch:
                 _resolve(pending, exc)
@@ -195,26 +211,45 @@ class IngestWriter:
         for pending in batch:
             _resolve(pending, WriteResult(tuple(_owned(pending, inserted))))
 
-    async def _write_with_retry(self, batch: list[_Pending]) -> set[EventKey]:
+    async def _write_with_retry(self, batch: list[_Pending], slot: _Slot) -> set[EventKey]:
+        """Deadlocks are retried; a lost connection is retried once on a fresh one. Retrying is
+        safe: ids are fixed before the first attempt, so a commit that did land is not doubled."""
+        reconnected = False
         for attempt in range(4):
             try:
-                return await self._write(batch)
-            except _RETRYABLE:
-                await asyncio.sleep(0.01 * (attempt + 1))
-            except _UNAVAILABLE as exc:
-                raise ServiceUnavailable("database unavailable; retry shortly", retry_after=2) from exc
-            except DBAPIError as exc:
-                if isinstance(exc.orig, _RETRYABLE):
+                return await self._write(batch, slot)
+            except (psycopg.Error, DBAPIError, OSError) as exc:
+                kind = _classify(exc)
+                if kind == "retry":
                     await asyncio.sleep(0.01 * (attempt + 1))
                     continue
-                if exc.connection_invalidated or isinstance(exc.orig, _UNAVAILABLE):
+                if kind == "unavailable":
+                    if not reconnected:
+                        reconnected = True
+                        continue
                     raise ServiceUnavailable("database unavailable; retry shortly", retry_after=2) from exc
-                raise BadRequest(f"event rejected by the database: {exc.orig}") from exc
-            except psycopg.Error as exc:
-                raise BadRequest(f"event rejected by the database: {exc}") from exc
+                detail = exc.orig if isinstance(exc, DBAPIError) else exc
+                raise BadRequest(f"event rejected by the database: {detail}") from exc
         raise ServiceUnavailable("database busy; retry shortly", retry_after=1)
 
-    async def _write(self, batch: list[_Pending]) -> set[EventKey]:
+    async def _connection(self, slot: _Slot) -> AsyncConnection:
+        # Each writer keeps one connection: no pool checkout or pre-ping round trip per flush.
+        if slot.conn is None:
+            slot.conn = await self._engine.connect()
+            slot.staged = False
+        return slot.conn
+
+    async def _discard(self, slot: _Slot) -> None:
+        """After a failure the connection's state is unknown: invalidate it, reconnect next time."""
+        conn, slot.conn = slot.conn, None
+        if conn is not None:
+            try:
+                await conn.invalidate()
+                await conn.close()
+            except Exception:  # closing a broken connection must not mask the first error
+                log.debug("discarding writer connection failed", exc_info=True)
+
+    async def _write(self, batch: list[_Pending], slot: _Slot) -> set[EventKey]:
         started = time.perf_counter()
         # The first row with a key owns it; later copies in this flush are duplicates already.
         seen: set[EventKey] = set()
@@ -225,27 +260,24 @@ class IngestWriter:
                 if key not in seen:
                     seen.add(key)
                     rows.append(row)
-        async with self._engine.connect() as conn:
-            fairy = await conn.get_raw_connection()
-            pg = cast(psycopg.AsyncConnection[Any], fairy.driver_connection)
-            try:
-                async with pg.cursor() as cur:
-                    if not fairy.info.get("event_stage"):
-                        await cur.execute(_STAGE_DDL)
-                    async with cur.copy(_COPY_SQL) as copy:
-                        for row in rows:
-                            await copy.write_row(row)
-                    await cur.execute(self._insert_sql)
-                    inserted = {(r[0], r[1]) for r in await cur.fetchall()}
-                await pg.commit()
-                fairy.info["event_stage"] = True
-            except BaseException:
-                if not pg.closed:
-                    try:
-                        await pg.rollback()
-                    except psycopg.Error:
-                        await conn.invalidate()
-                raise
+        conn = await self._connection(slot)
+        fairy = await conn.get_raw_connection()
+        pg = cast(psycopg.AsyncConnection[Any], fairy.driver_connection)
+        try:
+            async with pg.cursor() as cur:
+                if not slot.staged:
+                    await cur.execute(_STAGE_DDL)
+                async with cur.copy(_COPY_SQL) as copy:
+                    copy.set_types(EVENT_COPY_TYPES)
+                    for row in rows:
+                        await copy.write_row(row)
+                await cur.execute(self._insert_sql)
+                inserted = {(r[0], r[1]) for r in await cur.fetchall()}
+            await pg.commit()
+            slot.staged = True
+        except BaseException:
+            await self._discard(slot)
+            raise
         log.debug(
             "flush rows=%d inserted=%d requests=%d ms=%.1f",
             len(rows),
@@ -275,3 +307,12 @@ def _resolve(pending: _Pending, outcome: WriteResult | BaseException) -> None:
         pending.future.set_exception(outcome)
     else:
         pending.future.set_result(outcome)
+
+
+def _classify(exc: BaseException) -> Literal["retry", "unavailable", "rejected"]:
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(original, _RETRYABLE):
+        return "retry"
+    if isinstance(original, _UNAVAILABLE) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return "unavailable"
+    return "rejected"

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from src.api.db.timescale import TimescaleInfo
 
 
-def get_timescale(request: Request) -> TimescaleInfo:
+async def get_timescale(request: Request) -> TimescaleInfo:
     info: TimescaleInfo = request.app.state.timescale
     return info
 

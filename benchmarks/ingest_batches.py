@@ -1,0 +1,102 @@
+"""100,000 events posted as 10 batches of 10,000 by a few concurrent clients: seconds until all
+are committed (every 200 means committed, so the clock stops at the last answer)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+
+from benchmarks.server import count_events, local_database_url, running_server, truncate
+
+AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+]
+PAGES = ["/", "/about", "/pricing", "/blog", "/contact", "/docs", "/login", "/signup"]
+
+
+def make_batches(total: int, size: int, spread: int = 3600) -> list[bytes]:
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    bodies = []
+    for start in range(0, total, size):
+        events = [
+            {
+                "id": str(uuid.uuid4()),
+                "time": (now - timedelta(seconds=rng.randrange(spread))).isoformat(),
+                "page": rng.choice(PAGES),
+                "user_agent": rng.choice(AGENTS),
+                "referrer": rng.choice(["https://www.google.com/", "", "https://news.ycombinator.com/"]),
+                "session_id": f"s{rng.randrange(20000)}",
+                "visitor_id": f"v{rng.randrange(5000)}",
+                "duration": rng.randrange(300),
+            }
+            for _ in range(min(size, total - start))
+        ]
+        bodies.append(orjson.dumps({"events": events}))
+    return bodies
+
+
+async def post_all(base: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    accepted = 0
+
+    async def client() -> None:
+        nonlocal accepted
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            while not queue.empty():
+                body = queue.get_nowait()
+                response = await http.post(
+                    "/api/events/batch", content=body, headers={"content-type": "application/json"}
+                )
+                response.raise_for_status()
+                accepted += response.json()["accepted"]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return time.perf_counter() - started, accepted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--spread",
+        type=int,
+        default=3600,
+        help="events' times lie in the last SPREAD seconds (3600: live traffic; 2592000: a 30-day backfill)",
+    )
+    args = parser.parse_args()
+    url = args.database_url or local_database_url()
+    bodies = make_batches(args.events, args.batch, args.spread)
+    with running_server(url, workers=args.workers) as (base, _):
+        for run in range(1, args.runs + 1):
+            truncate(url)
+            seconds, accepted = asyncio.run(post_all(base, bodies, args.clients))
+            stored = count_events(url)
+            print(
+                f"run {run}: {args.events} events in {args.events // args.batch} batches, {args.clients} clients,"
+                f" {args.workers} worker(s), times over {args.spread} s: {seconds:.2f} s until all committed"
+                f" ({args.events / seconds:,.0f} events/s); accepted={accepted} stored={stored}"
+            )
+
+
+if __name__ == "__main__":
+    main()

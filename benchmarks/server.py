@@ -1,0 +1,124 @@
+"""Start the service as a real server process for a benchmark, and measure its memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE = "analytics_bench"
+
+
+def local_database_url(name: str = DEFAULT_DATABASE) -> str:
+    subprocess.run(["bash", str(ROOT / "boot/local-db.sh"), name], check=True, capture_output=True)
+    port = subprocess.run(
+        ["bash", str(ROOT / "boot/local-db.sh"), "port"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(
+    database_url: str, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """uvicorn for one worker, gunicorn with uvicorn workers for more; yields (base URL, process)."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(extra_env or {})}
+    bin_dir = Path(sys.executable).parent
+    if workers == 1:
+        command = [
+            str(bin_dir / "uvicorn"),
+            "src.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    else:
+        command = [
+            str(bin_dir / "gunicorn"),
+            "src.main:app",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        yield base, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return [pid, *(k for kid in kids for k in process_tree(kid))]
+
+
+def peak_rss_mb(pid: int) -> dict[int, float]:
+    """VmHWM (peak resident set) of the process and its children, in MB."""
+    peaks = {}
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[p] = int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            continue
+    return peaks
+
+
+def truncate(database_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE event"))
+        if conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = 'event_rollup_15m'")).first():
+            conn.execute(text("TRUNCATE event_rollup_15m"))
+    engine.dispose()
+
+
+def count_events(database_url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        n = int(conn.execute(text("SELECT count(*) FROM event")).scalar_one())
+    engine.dispose()
+    return n
