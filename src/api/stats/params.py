@@ -100,15 +100,32 @@ def _aware(value: datetime, tz: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
 
 
+QUARTER = 900  # seconds in the rollup's 15-minute bucket
+
+
+def floor_quarter(value: datetime) -> datetime:
+    seconds = int(value.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % QUARTER, tz=UTC)
+
+
+def ceil_quarter(value: datetime) -> datetime:
+    floor = floor_quarter(value)
+    return floor if floor == value else floor + timedelta(seconds=QUARTER)
+
+
 def parse_range(
     start: datetime | None, end: datetime | None, tz: str = "UTC", default: timedelta = DEFAULT_RANGE
 ) -> TimeRange:
-    """`from`/`to` (naive values are read in `tz`); default: the last `default` up to now."""
-    now = datetime.now(UTC)
-    end_at = _aware(end, tz) if end else now
+    """`from`/`to` (naive values are read in `tz`); default: the last `default` up to now.
+
+    A default end is now rounded up to the next quarter hour, so default windows line up with
+    the 15-minute rollup and every event up to now is inside them."""
+    end_at = _aware(end, tz) if end else ceil_quarter(datetime.now(UTC))
     start_at = _aware(start, tz) if start else end_at - default
     if start_at >= end_at:
         raise InvalidParameter(("query", "from"), "must be before 'to'", start_at.isoformat())
+    if start_at.year < 1970 or end_at.year > 9000:
+        raise InvalidParameter(("query", "from"), "must lie between 1970 and 9000", start_at.isoformat())
     if end_at - start_at > MAX_RANGE:
         raise InvalidParameter(("query", "from"), "the range must be at most 10 years", start_at.isoformat())
     return TimeRange(start=start_at, end=end_at)

@@ -1,35 +1,181 @@
-"""Aggregation SQL. Every query is bounded by [start, end) and takes its interval as a bound
-parameter cast to `interval`; dimension names come only from whitelists."""
+"""Aggregation SQL over the rollup (`event_rollup_15m`) and the raw `event` hypertable.
+
+Statements are assembled only from constant fragments and whitelisted dimension expressions
+(src/api/stats/question.py); every value — interval, zone, times, filters — is a bound
+parameter, and every statement is bounded by [start, end)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from src.api.events.schemas import EventBucket
+from src.api.stats.question import DIMENSION_SQL
 
-_PAGE_OS_BUCKETS_SQL = text("""
-SELECT time_bucket(CAST(:interval AS interval), time) AS bucket,
-       page,
-       CASE WHEN os IN ('Windows', 'MacOS', 'iOS', 'Android', 'Linux') THEN os ELSE 'Other' END
-           AS operating_system,
-       avg(duration)::float8 AS avg_duration,
-       count(*) AS count
-FROM event
-WHERE time >= :start AND time < :end AND page IN :pages
-GROUP BY bucket, page, operating_system
-ORDER BY bucket, page, operating_system
-""").bindparams(bindparam("pages", expanding=True))
+# Who counts as a visitor: the client's visitor id, else its user id, else address + agent.
+VISITOR_KEY = "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"
+# Users of the older /stats APIs: user id, else visitor id.
+USER_KEY = "COALESCE(user_id, visitor_id)"
 
 
-async def page_os_buckets(
-    session: AsyncSession, interval: str, start: datetime, end: datetime, pages: Sequence[str]
-) -> list[EventBucket]:
-    result = await session.execute(
-        _PAGE_OS_BUCKETS_SQL,
-        {"interval": interval, "start": start, "end": end, "pages": list(pages)},
+@dataclass(frozen=True)
+class Slice:
+    """Which part of [start, end) each source covers: the rollup [mid_start, mid_end), raw the rest."""
+
+    start: datetime
+    end: datetime
+    mid_start: datetime | None = None
+    mid_end: datetime | None = None
+
+    @property
+    def uses_rollup(self) -> bool:
+        return self.mid_start is not None
+
+    @property
+    def has_raw_edges(self) -> bool:
+        if self.mid_start is None or self.mid_end is None:
+            return True
+        return self.start < self.mid_start or self.mid_end < self.end
+
+
+def _group_ordinals(bucketed: bool, dims: Sequence[str]) -> str:
+    # Column 1 is the bucket (or NULL), the dimensions follow.
+    ordinals = (["1"] if bucketed else []) + [str(i + 2) for i in range(len(dims))]
+    return f" GROUP BY {', '.join(ordinals)}" if ordinals else ""
+
+
+def _select_dims(dims: Sequence[str]) -> str:
+    return "".join(f", {DIMENSION_SQL[d]} AS {d}" for d in dims)
+
+
+def _filters_sql(filters: Mapping[str, Sequence[str]], site: bool) -> tuple[str, list[str]]:
+    clauses = [" AND site_id = :site_id"] if site else []
+    names = []
+    for name, values in filters.items():
+        if values:
+            clauses.append(f" AND {DIMENSION_SQL[name]} IN :f_{name}")
+            names.append(name)
+    return "".join(clauses), names
+
+
+def _bind(sql: str, filter_names: Sequence[str]) -> TextClause:
+    clause = text(sql)
+    if filter_names:
+        clause = clause.bindparams(*(bindparam(f"f_{n}", expanding=True) for n in filter_names))
+    return clause
+
+
+def additive_statement(
+    piece: Slice,
+    dims: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    *,
+    bucketed: bool,
+    site: bool,
+) -> TextClause:
+    """events, pageviews, duration_sum, duration_count per (bucket?, dims): the rollup for the
+    aligned middle, raw events for the ragged edges (or everything), summed together."""
+    dim_list = _select_dims(dims)
+    where, names = _filters_sql(filters, site)
+    group_by = _group_ordinals(bucketed, dims)
+    parts = []
+    if piece.uses_rollup:
+        bucket = "time_bucket(CAST(:interval AS interval), bucket, :tz) AS b" if bucketed else "NULL AS b"
+        parts.append(
+            f"SELECT {bucket}{dim_list}, sum(events) AS events,"
+            " sum(events) FILTER (WHERE event_type = 'pageview') AS pageviews,"
+            " sum(duration_sum) AS duration_sum, sum(duration_count) AS duration_count"
+            f" FROM event_rollup_15m WHERE bucket >= :mid_start AND bucket < :mid_end{where}{group_by}"
+        )
+    if piece.has_raw_edges:
+        bucket = "time_bucket(CAST(:interval AS interval), time, :tz) AS b" if bucketed else "NULL AS b"
+        span = (
+            "((time >= :start AND time < :mid_start) OR (time >= :mid_end AND time < :end))"
+            if piece.uses_rollup
+            else "time >= :start AND time < :end"
+        )
+        parts.append(
+            f"SELECT {bucket}{dim_list}, count(*) AS events,"
+            " count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
+            " sum(duration) AS duration_sum, count(duration) AS duration_count"
+            f" FROM event WHERE {span}{where}{group_by}"
+        )
+    union = " UNION ALL ".join(f"({p})" for p in parts)
+    outer_dims = "".join(f", {d}" for d in dims)
+    sql = (
+        f"SELECT b{outer_dims}, COALESCE(sum(events), 0)::bigint AS events,"
+        " COALESCE(sum(pageviews), 0)::bigint AS pageviews,"
+        " COALESCE(sum(duration_sum), 0)::bigint AS duration_sum,"
+        " COALESCE(sum(duration_count), 0)::bigint AS duration_count"
+        f" FROM ({union}) AS parts GROUP BY b{outer_dims}"
     )
-    return [EventBucket.model_validate(row._mapping) for row in result]
+    return _bind(sql, names)
+
+
+def distinct_statement(
+    dims: Sequence[str], filters: Mapping[str, Sequence[str]], *, bucketed: bool, site: bool
+) -> TextClause:
+    """Exact distinct visitors and sessions per (bucket?, dims), always from raw events."""
+    dim_list = _select_dims(dims)
+    where, names = _filters_sql(filters, site)
+    bucket = "time_bucket(CAST(:interval AS interval), time, :tz) AS b" if bucketed else "NULL AS b"
+    sql = (
+        f"SELECT {bucket}{dim_list}, count(DISTINCT {VISITOR_KEY}) AS visitors,"
+        " count(DISTINCT session_id) AS sessions"
+        f" FROM event WHERE time >= :start AND time < :end{where}{_group_ordinals(bucketed, dims)}"
+    )
+    return _bind(sql, names)
+
+
+def fill_statement() -> TextClause:
+    """Every bucket of [start, end) in the zone; the session zone makes day and month steps
+    follow the local calendar across DST changes."""
+    return text(
+        "SELECT DISTINCT time_bucket(CAST(:interval AS interval), ts, :tz) AS b"
+        " FROM generate_series(time_bucket(CAST(:interval AS interval), CAST(:start AS timestamptz), :tz),"
+        " CAST(:end AS timestamptz) - interval '1 microsecond', CAST(:interval AS interval)) AS ts"
+        " ORDER BY b"
+    )
+
+
+async def run(
+    session: AsyncSession, statement: TextClause, params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    result = await session.execute(statement, dict(params))
+    return [dict(row._mapping) for row in result]
+
+
+async def use_zone(session: AsyncSession, tz: str) -> None:
+    """Set the transaction's zone (bound, validated beforehand) for calendar arithmetic."""
+    await session.execute(text("SELECT set_config('timezone', :tz, true)"), {"tz": tz})
+
+
+async def pending_invalidations(session: AsyncSession, start: datetime, end: datetime) -> bool:
+    """Community edition: whether rows changed in [start, end) below the continuous aggregate's
+    watermark that it has not materialised yet (late inserts, deletes). Above the watermark
+    real-time aggregation reads raw rows anyway; below it only raw events are exact until the
+    refresh policy runs."""
+    result = await session.execute(
+        text(
+            "WITH c AS ("
+            " SELECT mat_hypertable_id, raw_hypertable_id,"
+            "  LEAST(_timescaledb_functions.cagg_watermark(mat_hypertable_id),"
+            "        _timescaledb_functions.to_unix_microsec(:end)) AS hi,"
+            "  _timescaledb_functions.to_unix_microsec(:start) AS lo"
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = 'event_rollup_15m')"
+            " SELECT EXISTS (SELECT 1 FROM c"
+            "  JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l"
+            "   ON l.hypertable_id = c.raw_hypertable_id"
+            "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
+            " OR EXISTS (SELECT 1 FROM c"
+            "  JOIN _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l"
+            "   ON l.materialization_id = c.mat_hypertable_id"
+            "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
+        ),
+        {"start": start, "end": end},
+    )
+    return bool(result.scalar())

@@ -1,15 +1,169 @@
-"""Answers aggregation questions, choosing the rollup or the raw events as the source."""
+"""Answers aggregation questions. The planner reads the 15-minute rollup wherever the question
+allows it — an interval that is a whole number of quarter hours (or months) in a zone whose
+offsets are too — and raw events for what it cannot: ragged range edges, distinct visitors and
+sessions, Community-edition ranges with unmaterialised changes. Both give the same rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.db.timescale import TimescaleInfo
+from src.api.errors import InvalidParameter
 from src.api.events.schemas import EventBucket
 from src.api.stats import repository
-from src.api.stats.params import BucketInterval, TimeRange
+from src.api.stats.params import QUARTER, BucketInterval, TimeRange, ceil_quarter, floor_quarter
+from src.api.stats.question import ADDITIVE, DISTINCT, Question
+from src.api.stats.repository import Slice
+
+MAX_BUCKETS = 50_000
+_ORIGIN = datetime(2000, 1, 3)  # time_bucket's default origin, read in the question's zone
+
+
+@dataclass(frozen=True)
+class Answer:
+    source: str
+    rows: list[dict[str, Any]]  # "bucket" (datetime in the zone, or absent), dimensions, metrics
+
+
+def rollup_obstacle(question: Question) -> str | None:
+    """Why the rollup cannot serve this question's time buckets, or None when it can."""
+    interval = question.interval
+    if interval is not None and interval.months == 0 and interval.seconds % QUARTER:
+        return "the interval is not a whole number of 15-minute buckets"
+    zone = ZoneInfo(question.tz)
+    for moment in (question.window.start, question.window.end, _ORIGIN.replace(tzinfo=zone)):
+        offset = moment.astimezone(zone).utcoffset() or timedelta(0)
+        if offset.total_seconds() % QUARTER:
+            return "the time zone's offset is not a whole number of quarter hours in this range"
+    if ceil_quarter(question.window.start) >= floor_quarter(question.window.end):
+        return "the range holds no whole 15-minute bucket"
+    return None
+
+
+async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Question) -> Slice:
+    start, end = question.window.start, question.window.end
+    raw = Slice(start=start, end=end)
+    needs_additive = any(m in ADDITIVE for m in question.metrics)
+    if question.source == "raw" or (question.source == "auto" and not needs_additive):
+        return raw
+    obstacle = rollup_obstacle(question)
+    if obstacle is not None:
+        if question.source == "rollup":
+            raise InvalidParameter(
+                ("query", "source"), f"the rollup cannot answer this: {obstacle}", "rollup"
+            )
+        return raw
+    if question.source == "auto" and timescale.has_continuous_aggregates:
+        try:
+            if await repository.pending_invalidations(session, start, end):
+                return raw
+        except DBAPIError:  # catalog not readable (managed service): raw is always exact
+            await session.rollback()
+            return raw
+    return Slice(start=start, end=end, mid_start=ceil_quarter(start), mid_end=floor_quarter(end))
+
+
+def _check_size(question: Question) -> None:
+    """fill=true returns every bucket, so their number is capped."""
+    if question.interval is None:
+        return
+    span = (question.window.end - question.window.start).total_seconds()
+    if span / question.interval.approx_seconds() > MAX_BUCKETS:
+        raise InvalidParameter(
+            ("query", "interval"),
+            f"too many buckets for this range (more than {MAX_BUCKETS}); use a wider interval",
+            question.interval.sql,
+        )
+
+
+async def answer(
+    session: AsyncSession, timescale: TimescaleInfo, question: Question, *, fill: bool = False
+) -> Answer:
+    if fill:
+        _check_size(question)
+    piece = await plan(session, timescale, question)
+    await repository.use_zone(session, question.tz)
+    bucketed = question.interval is not None
+    dims = question.group_by
+    params: dict[str, Any] = {
+        "interval": question.interval.sql if question.interval else "1 day",
+        "tz": question.tz,
+        "start": piece.start,
+        "end": piece.end,
+        "mid_start": piece.mid_start,
+        "mid_end": piece.mid_end,
+        "site_id": question.site_id,
+    }
+    for name, values in question.filters.items():
+        params[f"f_{name}"] = list(values)
+    site = question.site_id is not None
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    wanted_additive = any(m in ADDITIVE for m in question.metrics)
+    wanted_distinct = any(m in DISTINCT for m in question.metrics)
+    if wanted_additive:
+        statement = repository.additive_statement(piece, dims, question.filters, bucketed=bucketed, site=site)
+        for row in await repository.run(session, statement, params):
+            merged.setdefault(_key(row, dims), {}).update(row)
+    if wanted_distinct:
+        statement = repository.distinct_statement(dims, question.filters, bucketed=bucketed, site=site)
+        for row in await repository.run(session, statement, params):
+            merged.setdefault(_key(row, dims), {}).update(row)
+    if fill and bucketed:
+        buckets = [r["b"] for r in await repository.run(session, repository.fill_statement(), params)]
+        groups = {key[1:] for key in merged} or ({()} if not dims else set())
+        for bucket in buckets:
+            for group in groups:
+                merged.setdefault((bucket, *group), {"b": bucket, **dict(zip(dims, group, strict=True))})
+    zone = ZoneInfo(question.tz)
+    rows = [_present(values, key, dims, question, zone) for key, values in merged.items()]
+    if not bucketed and not dims and not rows:
+        rows = [_present({}, (None,), (), question, zone)]
+    rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
+    source = "raw"
+    if piece.uses_rollup:
+        source = "rollup+raw" if piece.has_raw_edges or wanted_distinct else "rollup"
+    return Answer(source=source, rows=rows)
+
+
+def _key(row: dict[str, Any], dims: tuple[str, ...]) -> tuple[Any, ...]:
+    return (row["b"], *(row[d] for d in dims))
+
+
+def _sortable(value: object) -> tuple[int, object]:
+    return (0, value) if value is not None else (1, "")
+
+
+def _present(
+    values: dict[str, Any], key: tuple[Any, ...], dims: tuple[str, ...], question: Question, zone: ZoneInfo
+) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    bucket = key[0]
+    if question.interval is not None and isinstance(bucket, datetime):
+        row["bucket"] = bucket.astimezone(zone)
+    for index, name in enumerate(dims):
+        row[name] = key[index + 1]
+    duration_count = values.get("duration_count") or 0
+    for metric in question.metrics:
+        if metric == "avg_duration":
+            row[metric] = values["duration_sum"] / duration_count if duration_count else None
+        else:
+            row[metric] = int(values.get(metric) or 0)
+    return row
+
+
+def iso(value: datetime, tz: str) -> str:
+    return value.astimezone(ZoneInfo(tz)).isoformat()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
 
 
 async def page_os_buckets(
@@ -19,4 +173,22 @@ async def page_os_buckets(
     window: TimeRange,
     pages: Sequence[str],
 ) -> list[EventBucket]:
-    return await repository.page_os_buckets(session, interval.sql, window.start, window.end, pages)
+    """The original GET /api/events/ question, answered by the same engine."""
+    question = Question(
+        window=window,
+        interval=interval,
+        metrics=("events", "avg_duration"),
+        group_by=("page", "operating_system"),
+        filters={"page": tuple(pages)},
+    )
+    result = await answer(session, timescale, question)
+    return [
+        EventBucket(
+            bucket=row["bucket"],
+            page=row["page"],
+            operating_system=row["operating_system"],
+            avg_duration=row["avg_duration"],
+            count=row["events"],
+        )
+        for row in result.rows
+    ]
