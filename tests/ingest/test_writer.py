@@ -45,10 +45,12 @@ async def test_database_outage_is_503_then_recovers(
         "postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 2}
     )
     async with engine.connect() as conn:
-        await conn.execute(text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ))
+        await conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
         await conn.commit()
     site = f"outage-{uuid.uuid4().hex[:8]}"
     try:

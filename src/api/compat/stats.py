@@ -1,7 +1,127 @@
-"""/stats routes of the replaced systems (filled in by the aggregation work)."""
+"""/stats routes of the replaced systems, answered by the same engine as /api/stats.
+
+- GET /stats?site_id=&date=YYYY-MM-DD: views are pageview events, users distinct user_id
+  falling back to visitor_id, top 10 paths; no date means all retained time.
+- GET /stats/dau, /stats/top-events, /stats/retention: the interview API's shapes.
+When API_KEYS is set these routes need X-API-Key, like POST /events."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
 
-router = APIRouter(tags=["compat"])
+from fastapi import APIRouter, Depends, Query
+
+from src.api.auth.dependencies import require_api_key
+from src.api.db.engine import SessionDep
+from src.api.errors import InvalidParameter
+from src.api.jobs.retention import retention_cutoff
+from src.api.stats import repository
+from src.api.stats.dependencies import TimescaleDep
+from src.api.stats.params import TimeRange, ceil_quarter
+from src.api.stats.question import Question
+from src.api.stats.service import answer
+
+router = APIRouter(prefix="/stats", tags=["compat"], dependencies=[Depends(require_api_key)])
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _days(start: date, end: date, name: str) -> TimeRange:
+    if end < start:
+        raise InvalidParameter(("query", name), "must not be before from_date", end.isoformat())
+    if (end - start).days > 3660:
+        raise InvalidParameter(("query", name), "the range must be at most 10 years", end.isoformat())
+    return TimeRange(start=_day_start(start), end=_day_start(end) + timedelta(days=1))
+
+
+@router.get("")
+async def site_stats(
+    session: SessionDep,
+    timescale: TimescaleDep,
+    site_id: Annotated[str | None, Query(max_length=128)] = None,
+    day: Annotated[date | None, Query(alias="date")] = None,
+) -> dict[str, Any]:
+    if day is not None:
+        window = _days(day, day, "date")
+    else:
+        now = datetime.now(UTC)
+        window = TimeRange(start=retention_cutoff(now), end=ceil_quarter(now + timedelta(hours=1)))
+    paths = await answer(
+        session,
+        timescale,
+        Question(
+            window=window,
+            metrics=("events",),
+            group_by=("page",),
+            site_id=site_id,
+            filters={"event_type": ("pageview",)},
+        ),
+    )
+    top = sorted(paths.rows, key=lambda r: (-r["events"], r["page"]))[:10]
+    users = await repository.distinct_users(session, window.start, window.end, site_id)
+    return {
+        "site_id": site_id,
+        "date": day.isoformat() if day else None,
+        "total_views": sum(r["events"] for r in paths.rows),
+        "unique_users": users,
+        "top_paths": [{"path": r["page"], "views": r["events"]} for r in top],
+    }
+
+
+@router.get("/dau")
+async def daily_active_users(
+    session: SessionDep,
+    from_date: date,
+    to: date,
+) -> dict[str, list[dict[str, Any]]]:
+    window = _days(from_date, to, "to")
+    counts = await repository.daily_users(session, window.start, window.end)
+    days = (to - from_date).days + 1
+    data = []
+    for offset in range(days):
+        day = _day_start(from_date + timedelta(days=offset))
+        data.append({"date": day.date().isoformat(), "unique_users": counts.get(day, 0)})
+    return {"data": data}
+
+
+@router.get("/top-events")
+async def top_events(
+    session: SessionDep,
+    timescale: TimescaleDep,
+    from_date: date,
+    to: date,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, list[dict[str, Any]]]:
+    window = _days(from_date, to, "to")
+    result = await answer(session, timescale, Question(window=window, group_by=("event_type",)))
+    rows = sorted(result.rows, key=lambda r: (-r["events"], r["event_type"]))[:limit]
+    return {"data": [{"event_type": r["event_type"], "count": r["events"]} for r in rows]}
+
+
+@router.get("/retention")
+async def retention(
+    session: SessionDep,
+    start_date: date,
+    windows: Annotated[int, Query(ge=1, le=12)] = 3,
+    window_type: Literal["week", "day"] = "week",
+) -> dict[str, Any]:
+    """The cohort is the users active in the window starting at start_date; retention_windows
+    gives, for each of the `windows` windows after it, the percentage of the cohort active again."""
+    step = timedelta(weeks=1) if window_type == "week" else timedelta(days=1)
+    start = _day_start(start_date)
+    counts = await repository.retention_counts(
+        session, start, start + step * (windows + 1), "1 week" if window_type == "week" else "1 day"
+    )
+    cohort = counts.get(0, 0)
+    if cohort == 0:
+        return {"data": [], "window_type": window_type}
+    percentages = [round(100 * counts.get(n, 0) / cohort, 2) for n in range(1, windows + 1)]
+    return {
+        "data": [
+            {"cohort_date": start_date.isoformat(), "users_count": cohort, "retention_windows": percentages}
+        ],
+        "window_type": window_type,
+    }

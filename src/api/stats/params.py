@@ -40,7 +40,7 @@ class BucketInterval:
     @property
     def sql(self) -> str:
         """Canonical text, bound as a parameter and cast to interval in SQL."""
-        return f"{self.count} {self.unit}"
+        return f"{self.count} {self.unit if self.count != 1 else self.unit[:-1]}"
 
     def approx_seconds(self) -> float:
         return self.seconds or self.months * 30.44 * 86400

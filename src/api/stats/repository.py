@@ -164,8 +164,8 @@ async def pending_invalidations(session: AsyncSession, start: datetime, end: dat
             "WITH c AS ("
             " SELECT mat_hypertable_id, raw_hypertable_id,"
             "  LEAST(_timescaledb_functions.cagg_watermark(mat_hypertable_id),"
-            "        _timescaledb_functions.to_unix_microsec(:end)) AS hi,"
-            "  _timescaledb_functions.to_unix_microsec(:start) AS lo"
+            "        _timescaledb_functions.to_unix_microseconds(:end)) AS hi,"
+            "  _timescaledb_functions.to_unix_microseconds(:start) AS lo"
             " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = 'event_rollup_15m')"
             " SELECT EXISTS (SELECT 1 FROM c"
             "  JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l"
@@ -179,3 +179,40 @@ async def pending_invalidations(session: AsyncSession, start: datetime, end: dat
         {"start": start, "end": end},
     )
     return bool(result.scalar())
+
+
+_USERS_SQL = text(
+    f"SELECT count(DISTINCT {USER_KEY}) FROM event"
+    " WHERE time >= :start AND time < :end AND (CAST(:site_id AS text) IS NULL OR site_id = :site_id)"
+)
+_DAILY_USERS_SQL = text(
+    f"SELECT time_bucket(INTERVAL '1 day', time) AS day, count(DISTINCT {USER_KEY}) AS users FROM event"
+    " WHERE time >= :start AND time < :end GROUP BY day ORDER BY day"
+)
+# Users active in each window: window 0 is the cohort, later windows count its returners.
+_RETENTION_SQL = text(f"""
+WITH activity AS (
+    SELECT DISTINCT {USER_KEY} AS user_key,
+           floor(extract(epoch FROM time - :start) / extract(epoch FROM CAST(:window AS interval)))::int AS n
+    FROM event
+    WHERE time >= :start AND time < :end AND {USER_KEY} IS NOT NULL
+), cohort AS (SELECT user_key FROM activity WHERE n = 0)
+SELECT a.n, count(*) AS users FROM activity a JOIN cohort c USING (user_key) GROUP BY a.n ORDER BY a.n
+""")
+
+
+async def distinct_users(session: AsyncSession, start: datetime, end: datetime, site_id: str | None) -> int:
+    result = await session.execute(_USERS_SQL, {"start": start, "end": end, "site_id": site_id})
+    return int(result.scalar_one())
+
+
+async def daily_users(session: AsyncSession, start: datetime, end: datetime) -> dict[datetime, int]:
+    result = await session.execute(_DAILY_USERS_SQL, {"start": start, "end": end})
+    return {row.day: int(row.users) for row in result}
+
+
+async def retention_counts(
+    session: AsyncSession, start: datetime, end: datetime, window: str
+) -> dict[int, int]:
+    result = await session.execute(_RETENTION_SQL, {"start": start, "end": end, "window": window})
+    return {int(row.n): int(row.users) for row in result}

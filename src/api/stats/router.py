@@ -1,7 +1,154 @@
-"""The canonical /api/stats routes (filled in by the aggregation work)."""
+"""The canonical /api/stats routes: timeseries, breakdown, summary, realtime."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from src.api.db.engine import SessionDep
+from src.api.stats.dependencies import TimescaleDep
+from src.api.stats.params import parse_interval, parse_range, parse_timezone
+from src.api.stats.question import (
+    DIMENSION_SQL,
+    FILTERS,
+    METRICS,
+    Question,
+    Source,
+    check_query_names,
+    parse_names,
+)
+from src.api.stats.service import answer, iso
 
 router = APIRouter(prefix="/api/stats", tags=["stats"])
+
+_COMMON = ("site_id", "from", "to", "tz", "source", *FILTERS)
+_DIMENSIONS = tuple(DIMENSION_SQL)
+TextList = Annotated[list[str] | None, Query(max_length=200)]
+
+
+async def base_question(
+    request: Request,
+    site_id: Annotated[str | None, Query(max_length=128)] = None,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+    source: Source = "auto",
+    page: TextList = None,
+    event_type: TextList = None,
+    os: TextList = None,
+    browser: TextList = None,
+    device: TextList = None,
+    referrer_domain: TextList = None,
+) -> Question:
+    """What every stats route shares: site, range, zone, filters (each repeatable)."""
+    zone = parse_timezone(tz)
+    values = {
+        "page": page,
+        "event_type": event_type,
+        "os": os,
+        "browser": browser,
+        "device": device,
+        "referrer_domain": referrer_domain,
+    }
+    filters = {name: tuple(v) for name, v in values.items() if v}
+    return Question(
+        window=parse_range(start, end, zone), tz=zone, filters=filters, site_id=site_id, source=source
+    )
+
+
+BaseQuestion = Annotated[Question, Depends(base_question)]
+
+
+def _window(question: Question) -> dict[str, str]:
+    return {
+        "tz": question.tz,
+        "from": iso(question.window.start, question.tz),
+        "to": iso(question.window.end, question.tz),
+    }
+
+
+def _rows(rows: list[dict[str, Any]], tz: str) -> list[dict[str, Any]]:
+    for row in rows:
+        if "bucket" in row:
+            row["bucket"] = iso(row["bucket"], tz)
+    return rows
+
+
+@router.get("/timeseries")
+async def timeseries(
+    request: Request,
+    session: SessionDep,
+    timescale: TimescaleDep,
+    base: BaseQuestion,
+    interval: Annotated[str, Query(max_length=32)] = "1 hour",
+    metrics: Annotated[str | None, Query(max_length=200)] = None,
+    group_by: Annotated[str | None, Query(max_length=200)] = None,
+    fill: bool = False,
+) -> dict[str, Any]:
+    check_query_names(request.query_params, (*_COMMON, "interval", "metrics", "group_by", "fill"))
+    bucket = parse_interval(interval)
+    question = replace(
+        base,
+        interval=bucket,
+        metrics=parse_names(metrics, METRICS, "metrics", ("events",)),
+        group_by=parse_names(group_by, _DIMENSIONS, "group_by"),
+    )
+    result = await answer(session, timescale, question, fill=fill)
+    return {
+        "interval": bucket.sql,
+        **_window(question),
+        "source": result.source,
+        "rows": _rows(result.rows, question.tz),
+    }
+
+
+@router.get("/breakdown")
+async def breakdown(
+    request: Request,
+    session: SessionDep,
+    timescale: TimescaleDep,
+    base: BaseQuestion,
+    dimension: Annotated[str, Query(max_length=32)] = "page",
+    metrics: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+) -> dict[str, Any]:
+    check_query_names(request.query_params, (*_COMMON, "dimension", "metrics", "limit"))
+    (name,) = parse_names(dimension, _DIMENSIONS, "dimension")
+    chosen = parse_names(metrics, METRICS, "metrics", ("events",))
+    question = replace(base, metrics=chosen, group_by=(name,))
+    result = await answer(session, timescale, question)
+    first = chosen[0]
+    rows = sorted(result.rows, key=lambda r: (-(r[first] or 0), str(r[name])))[:limit]
+    return {"dimension": name, **_window(question), "source": result.source, "rows": rows}
+
+
+@router.get("/summary")
+async def summary(
+    request: Request, session: SessionDep, timescale: TimescaleDep, base: BaseQuestion
+) -> dict[str, Any]:
+    check_query_names(request.query_params, _COMMON)
+    question = replace(base, metrics=METRICS)
+    result = await answer(session, timescale, question)
+    return {**result.rows[0], **_window(question), "source": result.source}
+
+
+@router.get("/realtime")
+async def realtime(
+    request: Request,
+    session: SessionDep,
+    timescale: TimescaleDep,
+    site_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> dict[str, Any]:
+    check_query_names(request.query_params, ("site_id",))
+    now = datetime.now(UTC)
+    question = Question(
+        window=parse_range(now - timedelta(minutes=5), now + timedelta(microseconds=1)),
+        metrics=("visitors", "events"),
+        site_id=site_id,
+        source="raw",
+    )
+    result = await answer(session, timescale, question)
+    return {**result.rows[0], **_window(question), "source": result.source}

@@ -5,6 +5,7 @@ sessions, Community-edition ranges with unmaterialised changes. Both give the sa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from src.api.stats.params import QUARTER, BucketInterval, TimeRange, ceil_quarte
 from src.api.stats.question import ADDITIVE, DISTINCT, Question
 from src.api.stats.repository import Slice
 
+log = logging.getLogger(__name__)
 MAX_BUCKETS = 50_000
 _ORIGIN = datetime(2000, 1, 3)  # time_bucket's default origin, read in the question's zone
 
@@ -64,7 +66,8 @@ async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Questi
         try:
             if await repository.pending_invalidations(session, start, end):
                 return raw
-        except DBAPIError:  # catalog not readable (managed service): raw is always exact
+        except DBAPIError as exc:  # catalog not readable (say, a managed service): raw is exact
+            log.warning("cannot read continuous-aggregate invalidations: %s", exc.orig)
             await session.rollback()
             return raw
     return Slice(start=start, end=end, mid_start=ceil_quarter(start), mid_end=floor_quarter(end))
