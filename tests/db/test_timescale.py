@@ -102,3 +102,10 @@ async def test_community_edition_has_a_continuous_aggregate_and_policy(
         ).scalar_one()
     assert view.materialized_only is False
     assert jobs >= 1
+    async with engine.connect() as conn:
+        retention = (
+            await conn.execute(
+                text("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'")
+            )
+        ).scalar_one()
+    assert retention == 2

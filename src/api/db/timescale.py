@@ -83,6 +83,7 @@ async def setup_database(engine: AsyncEngine, settings: Settings) -> TimescaleIn
             await _create_event_hypertable(conn, settings.events_chunk_interval)
             if info.has_continuous_aggregates:
                 await _create_continuous_aggregate(conn)
+                await _add_retention_policies(conn, settings.events_retention)
             else:
                 await _create_rollup_table(conn, settings.events_chunk_interval)
         finally:
@@ -145,3 +146,15 @@ async def _create_continuous_aggregate(conn: AsyncConnection) -> None:
         ),
         {"name": ROLLUP_TABLE},
     )
+
+
+async def _add_retention_policies(conn: AsyncConnection, retention: str) -> None:
+    """Community edition: TimescaleDB drops old chunks itself, of the events and of the
+    aggregate alike, so the rollup never answers for a time the raw events no longer cover."""
+    for relation in ("event", ROLLUP_TABLE):
+        await conn.execute(
+            text(
+                "SELECT add_retention_policy(CAST(:rel AS regclass), CAST(:keep AS interval), if_not_exists => TRUE)"
+            ),
+            {"rel": relation, "keep": retention},
+        )
