@@ -154,7 +154,8 @@ async def _add_retention_policies(conn: AsyncConnection, retention: str) -> None
     for relation in ("event", ROLLUP_TABLE):
         await conn.execute(
             text(
-                "SELECT add_retention_policy(CAST(:rel AS regclass), CAST(:keep AS interval), if_not_exists => TRUE)"
+                "SELECT add_retention_policy(CAST(:rel AS regclass), CAST(:keep AS interval),"
+                " if_not_exists => TRUE)"
             ),
             {"rel": relation, "keep": retention},
         )
