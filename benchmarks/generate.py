@@ -1,0 +1,133 @@
+"""Generate realistic events straight into a benchmark database with binary COPY: a few sites,
+~200 pages, a real User-Agent mix, referrers, visitors and sessions, spread over 90 days.
+On the Apache edition the rollup is then built in bulk (what the writer keeps up to date
+event by event); on Community the continuous aggregate is refreshed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from benchmarks.ingest_batches import AGENTS
+from benchmarks.server import local_database_url
+from src.api.events.enrichment import parse_user_agent, referrer_domain_of
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS
+
+SITES = ["site-1", "site-2", "site-3"]
+SECTIONS = ["blog", "docs", "product", "help", "news"]
+PAGES = ["/", "/pricing", "/about", "/login", "/signup"] + [
+    f"/{section}/{n}" for section in SECTIONS for n in range(39)
+]
+REFERRERS = [
+    "",
+    "",
+    "",
+    "https://www.google.com/",
+    "https://www.bing.com/",
+    "https://news.ycombinator.com/",
+    "https://t.co/abc",
+    "https://www.reddit.com/r/x",
+    "https://duckduckgo.com/",
+    "https://github.com/",
+]
+TYPES = ["pageview"] * 8 + ["click", "signup"]
+
+
+async def setup(url: str) -> None:
+    """Create the schema through the service's own startup code."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from src.api.config import get_settings
+    from src.api.db.timescale import setup_database
+
+    engine = create_async_engine(url)
+    await setup_database(engine, get_settings())
+    await engine.dispose()
+
+
+def rows(count: int, days: int, seed: int):  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    agents = [(agent, parse_user_agent(agent)) for agent in AGENTS]
+    end = datetime.now(UTC)
+    span = days * 86400
+    received = end
+    for _ in range(count):
+        agent, info = rng.choice(agents)
+        referrer = rng.choice(REFERRERS) or None
+        visitor = rng.randrange(300_000)
+        yield (
+            uuid.uuid4(),
+            end - timedelta(seconds=rng.random() * span),
+            rng.choice(SITES),
+            rng.choice(TYPES),
+            rng.choice(PAGES),
+            None,
+            f"10.{visitor % 250}.{visitor // 250 % 250}.{visitor % 7}",
+            agent,
+            info.os,
+            info.browser,
+            info.device,
+            info.is_bot,
+            referrer,
+            referrer_domain_of(referrer),
+            f"s{visitor}-{rng.randrange(4)}",
+            f"v{visitor}",
+            None,
+            rng.randrange(600),
+            None,
+            None,
+            received,
+            received,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=90)
+    args = parser.parse_args()
+    url = args.database_url or local_database_url("analytics_bench_stats")
+    asyncio.run(setup(url))
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    columns = ", ".join(EVENT_COPY_COLUMNS)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        license_ = conn.execute("SHOW timescaledb.license").fetchone()
+        community = license_ is not None and license_[0] == "timescale"
+        conn.execute("TRUNCATE event")
+        if not community:
+            conn.execute("TRUNCATE event_rollup_15m")
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY event ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(EVENT_COPY_TYPES))
+            for row in rows(args.events, args.days, seed=42):
+                copy.write_row(row)
+        copied = time.perf_counter() - started
+        print(f"copied {args.events:,} events in {copied:.0f} s ({args.events / copied:,.0f} events/s)")
+        started = time.perf_counter()
+        dims = ", ".join(ROLLUP_DIMENSIONS)
+        if community:
+            conn.execute("CALL refresh_continuous_aggregate('event_rollup_15m', NULL, NULL)")
+        else:
+            conn.execute(
+                f"INSERT INTO event_rollup_15m (bucket, {dims}, events, duration_sum, duration_count)"
+                f" SELECT time_bucket(INTERVAL '15 minutes', time) AS b, {dims}, count(*), sum(duration),"
+                f" count(duration) FROM event GROUP BY b, {dims}"
+            )
+        conn.execute("ANALYZE event")
+        conn.execute("ANALYZE event_rollup_15m" if not community else "SELECT 1")
+        rollup_rows = conn.execute("SELECT count(*) FROM event_rollup_15m").fetchone()
+        print(
+            f"rollup built in {time.perf_counter() - started:.0f} s: {rollup_rows[0] if rollup_rows else 0:,} rows"
+            f" ({'continuous aggregate' if community else 'rollup table'})"
+        )
+
+
+if __name__ == "__main__":
+    main()
