@@ -1,0 +1,83 @@
+"""p50/p95 latency of the stats API over the generated data set (benchmarks/generate.py):
+30-day hourly timeseries by page x os, 30-day daily timeseries by page, 30-day summary, in UTC
+and Asia/Kathmandu, on the rollup path and forced onto raw events. Requests go through the
+real ASGI app (httpx) so routing, planning, SQL and JSON are all inside the figure."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from benchmarks.server import local_database_url
+
+QUERIES = {
+    "hourly page x os": (
+        "/api/stats/timeseries",
+        {"interval": "1 hour", "group_by": "page,os", "metrics": "events,avg_duration"},
+    ),
+    "daily by page": (
+        "/api/stats/timeseries",
+        {"interval": "1 day", "group_by": "page", "metrics": "events,pageviews,avg_duration"},
+    ),
+    "summary (additive)": (
+        "/api/stats/timeseries",
+        {"interval": "1 month", "metrics": "events,pageviews,avg_duration"},
+    ),
+    "summary (all, incl. visitors)": ("/api/stats/summary", {}),
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run(runs: int, raw_runs: int) -> None:
+    from src.main import app
+
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    window = {"site_id": "site-1", "from": (end - timedelta(days=30)).isoformat(), "to": end.isoformat()}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
+            print(f"{'query':32} {'tz':15} {'source':11} {'rows':>6} {'p50 ms':>8} {'p95 ms':>8} runs")
+            for name, (path, params) in QUERIES.items():
+                for tz in ("UTC", "Asia/Kathmandu"):
+                    for source in ("auto", "raw"):
+                        n = runs if source == "auto" else raw_runs
+                        timings = []
+                        body = {}
+                        for _ in range(n):
+                            started = time.perf_counter()
+                            response = await client.get(
+                                path, params={**window, **params, "tz": tz, "source": source}
+                            )
+                            timings.append((time.perf_counter() - started) * 1000)
+                            response.raise_for_status()
+                            body = response.json()
+                        rows = len(body.get("rows", [body]))
+                        print(
+                            f"{name:32} {tz:15} {body['source']:11} {rows:6} {statistics.median(timings):8.1f}"
+                            f" {percentile(timings, 0.95):8.1f} {n}"
+                        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--raw-runs", type=int, default=10, help="runs of each raw-path query (slow)")
+    args = parser.parse_args()
+    os.environ["DATABASE_URL"] = args.database_url or local_database_url("analytics_bench_stats")
+    os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
+    asyncio.run(run(args.runs, args.raw_runs))
+
+
+if __name__ == "__main__":
+    main()
