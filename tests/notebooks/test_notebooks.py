@@ -4,14 +4,10 @@ order, without errors, and draws its plots."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 nbformat = pytest.importorskip("nbformat", reason="notebook requirements are not installed")
@@ -23,29 +19,10 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[str]:
-    from benchmarks.server import free_port
+    from benchmarks.server import running_server
 
-    port = free_port()
-    env = {**os.environ, "LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "uvicorn"), "src.main:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+    with running_server(os.environ["DATABASE_URL"]) as (base, _):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_notebooks_are_saved_without_outputs() -> None:

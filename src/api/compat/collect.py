@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from src.api.compat.service import batch_size_guard, collect_events, ingest_all_or_nothing, now_iso
+from src.api.compat.service import collect_events, ingest_all_or_nothing, now_iso
 from src.api.config import get_settings
 from src.api.errors import InvalidParameter
 from src.api.ingest.body import read_json_body
-from src.api.ingest.service import IngestDep, RequestContextDep
+from src.api.ingest.service import IngestDep, RequestContextDep, batch_size_guard
 
 router = APIRouter(tags=["compat"])
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from src.api.auth.dependencies import ApiKeyDep
-from src.api.compat.service import InterviewEventCreate, batch_size_guard, ingest_all_or_nothing
+from src.api.compat.service import InterviewEventCreate, ingest_all_or_nothing
 from src.api.config import get_settings
 from src.api.errors import InvalidParameter
 from src.api.ingest.body import read_json_body
-from src.api.ingest.service import IngestDep, RequestContextDep
+from src.api.ingest.service import IngestDep, RequestContextDep, batch_size_guard
 
 router = APIRouter(tags=["compat"])
 

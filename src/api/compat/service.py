@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import AliasChoices, Field
 
-from src.api.errors import AppError, BadRequest, InvalidParameter
+from src.api.errors import AppError, InvalidParameter
 from src.api.events.schemas import (
     BatchRejected,
     EventCreate,
@@ -133,11 +133,6 @@ async def ingest_all_or_nothing(
     if rejected:
         raise Unprocessable(rejected, what)
     return rows, await ingest.ingest_rows(rows)
-
-
-def batch_size_guard(count: int, limit: int) -> None:
-    if count > limit:
-        raise BadRequest(f"too many events: {count} in one request, the limit is {limit}")
 
 
 def now_iso() -> str:

@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import ORJSONResponse
 
-from src.api.compat.service import batch_size_guard
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep
 from src.api.errors import InvalidParameter, NotFound
@@ -19,6 +18,7 @@ from src.api.ingest.body import read_json_body
 from src.api.ingest.service import (
     IngestDep,
     RequestContextDep,
+    batch_size_guard,
     get_ingest_service,
     request_context,
     row_to_dict,

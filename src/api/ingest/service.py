@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter, ValidationError
 
 from src.api.config import Settings, get_settings
+from src.api.errors import BadRequest
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of, valid_ip
 from src.api.events.models import EVENT_COPY_COLUMNS
 from src.api.events.schemas import BatchRejected, BatchResult, EventCreate
@@ -231,3 +232,8 @@ async def get_ingest_service(request: Request) -> IngestService:
 
 
 IngestDep = Annotated[IngestService, Depends(get_ingest_service)]
+
+
+def batch_size_guard(count: int, limit: int) -> None:
+    if count > limit:
+        raise BadRequest(f"too many events: {count} in one request, the limit is {limit}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -163,10 +163,6 @@ def _present(
 
 def iso(value: datetime, tz: str) -> str:
     return value.astimezone(ZoneInfo(tz)).isoformat()
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 async def page_os_buckets(
