@@ -17,7 +17,7 @@ import psycopg
 from benchmarks.ingest_batches import AGENTS
 from benchmarks.server import local_database_url
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
 
 SITES = ["site-1", "site-2", "site-3"]
 SECTIONS = ["blog", "docs", "product", "help", "news"]
@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--rollups-only", action="store_true", help="rebuild the rollups of existing events")
     args = parser.parse_args()
     url = args.database_url or local_database_url("analytics_bench_stats")
     asyncio.run(setup(url))
@@ -100,33 +101,35 @@ def main() -> None:
     with psycopg.connect(plain, autocommit=True) as conn:
         license_ = conn.execute("SHOW timescaledb.license").fetchone()
         community = license_ is not None and license_[0] == "timescale"
-        conn.execute("TRUNCATE event")
-        if not community:
-            conn.execute("TRUNCATE event_rollup_15m")
+        if not args.rollups_only:
+            conn.execute("TRUNCATE event")
+            started = time.perf_counter()
+            with conn.cursor() as cur, cur.copy(f"COPY event ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(list(EVENT_COPY_TYPES))
+                for row in rows(args.events, args.days, seed=42):
+                    copy.write_row(row)
+            copied = time.perf_counter() - started
+            print(f"copied {args.events:,} events in {copied:.0f} s ({args.events / copied:,.0f} events/s)")
         started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(f"COPY event ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(EVENT_COPY_TYPES))
-            for row in rows(args.events, args.days, seed=42):
-                copy.write_row(row)
-        copied = time.perf_counter() - started
-        print(f"copied {args.events:,} events in {copied:.0f} s ({args.events / copied:,.0f} events/s)")
-        started = time.perf_counter()
-        dims = ", ".join(ROLLUP_DIMENSIONS)
-        if community:
-            conn.execute("CALL refresh_continuous_aggregate('event_rollup_15m', NULL, NULL)")
-        else:
-            conn.execute(
-                f"INSERT INTO event_rollup_15m (bucket, {dims}, events, duration_sum, duration_count)"
-                f" SELECT time_bucket(INTERVAL '15 minutes', time) AS b, {dims}, count(*), sum(duration),"
-                f" count(duration) FROM event GROUP BY b, {dims}"
+        for name, dimensions in ROLLUPS.items():
+            dims = ", ".join(dimensions)
+            if community:
+                conn.execute(f"CALL refresh_continuous_aggregate('{name}', NULL, NULL)")
+            else:
+                conn.execute(f"TRUNCATE {name}")
+                conn.execute(
+                    f"INSERT INTO {name} (bucket, {dims}, events, duration_sum, duration_count)"
+                    f" SELECT time_bucket(INTERVAL '15 minutes', time) AS b, {dims}, count(*), sum(duration),"
+                    f" count(duration) FROM event GROUP BY b, {dims}"
+                )
+                conn.execute(f"ANALYZE {name}")
+            count = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+            kind = "continuous aggregate" if community else "rollup table"
+            print(
+                f"{name} built in {time.perf_counter() - started:.0f} s: {count[0] if count else 0:,} rows ({kind})"
             )
+            started = time.perf_counter()
         conn.execute("ANALYZE event")
-        conn.execute("ANALYZE event_rollup_15m" if not community else "SELECT 1")
-        rollup_rows = conn.execute("SELECT count(*) FROM event_rollup_15m").fetchone()
-        print(
-            f"rollup built in {time.perf_counter() - started:.0f} s: {rollup_rows[0] if rollup_rows else 0:,} rows"
-            f" ({'continuous aggregate' if community else 'rollup table'})"
-        )
 
 
 if __name__ == "__main__":

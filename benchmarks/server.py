@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from src.api.events.models import ROLLUPS
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE = "analytics_bench"
 
@@ -109,8 +111,9 @@ def truncate(database_url: str) -> None:
     engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE event"))
-        if conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = 'event_rollup_15m'")).first():
-            conn.execute(text("TRUNCATE event_rollup_15m"))
+        for name in ROLLUPS:
+            if conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name}).first():
+                conn.execute(text(f"TRUNCATE {name}"))
     engine.dispose()
 
 

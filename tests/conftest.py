@@ -18,6 +18,7 @@ if not os.environ.get("DATABASE_URL"):
 os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
 
 from src.api.db.timescale import TimescaleInfo
+from src.api.events.models import ROLLUPS
 from src.main import app as _app
 
 
@@ -56,11 +57,11 @@ async def clean(engine: AsyncEngine) -> None:
     """Empty events and rollups (continuous aggregates follow on their next refresh)."""
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE event"))
-        has_table = (
-            await conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = 'event_rollup_15m'"))
-        ).first()
-        if has_table:
-            await conn.execute(text("TRUNCATE event_rollup_15m"))
+        for name in ROLLUPS:
+            if (
+                await conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name})
+            ).first():
+                await conn.execute(text(f"TRUNCATE {name}"))
 
 
 def requires_community(info: TimescaleInfo) -> None:

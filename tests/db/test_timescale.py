@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from src.api.config import get_settings
 from src.api.db.engine import create_engine
 from src.api.db.timescale import TimescaleInfo, setup_database
+from src.api.events.models import ROLLUPS
 from tests.conftest import requires_community
 
 pytestmark = pytest.mark.anyio
@@ -108,4 +109,4 @@ async def test_community_edition_has_a_continuous_aggregate_and_policy(
                 text("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'")
             )
         ).scalar_one()
-    assert retention == 2
+    assert retention == 1 + len(ROLLUPS)

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.db.timescale import TimescaleInfo
+from src.api.events.models import ROLLUPS
 from tests.events.test_enrichment import AGENTS
 
 PAGES = ["/", "/about", "/pricing", "/blog/a", "/blog/b"]
@@ -90,7 +91,10 @@ async def settle(engine: AsyncEngine, timescale: TimescaleInfo) -> None:
         return
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text("CALL refresh_continuous_aggregate('event_rollup_15m', NULL, NULL)"))
+        for name in ROLLUPS:
+            await conn.execute(
+                text("CALL refresh_continuous_aggregate(CAST(:v AS regclass), NULL, NULL)"), {"v": name}
+            )
 
 
 def utc(*args: int) -> datetime:

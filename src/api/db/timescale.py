@@ -18,12 +18,11 @@ from sqlmodel import SQLModel
 
 from src.api.config import Settings
 from src.api.errors import ServiceUnavailable
-from src.api.events.models import ROLLUP_DIMENSIONS, Event, EventRollup
+from src.api.events.models import ROLLUPS, Event
 
 log = logging.getLogger(__name__)
 
 Edition = Literal["apache", "timescale"]
-ROLLUP_TABLE = "event_rollup_15m"
 ROLLUP_BUCKET = "15 minutes"
 # Any constant works; it only has to be the same in every worker.
 _SETUP_LOCK_KEY = 0x45564E54  # "EVNT"
@@ -81,11 +80,13 @@ async def setup_database(engine: AsyncEngine, settings: Settings) -> TimescaleIn
             info = await detect_edition(conn)
             await _create_tables(conn, Event.__tablename__)
             await _create_event_hypertable(conn, settings.events_chunk_interval)
+            for name, dims in ROLLUPS.items():
+                if info.has_continuous_aggregates:
+                    await _create_continuous_aggregate(conn, name, dims)
+                else:
+                    await _create_rollup_table(conn, name, settings.events_chunk_interval)
             if info.has_continuous_aggregates:
-                await _create_continuous_aggregate(conn)
                 await _add_retention_policies(conn, settings.events_retention)
-            else:
-                await _create_rollup_table(conn, settings.events_chunk_interval)
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SETUP_LOCK_KEY})
     log.info("timescaledb ready edition=%s version=%s", info.edition, info.version)
@@ -107,30 +108,30 @@ async def _create_event_hypertable(conn: AsyncConnection, chunk_interval: str) -
     )
 
 
-async def _create_rollup_table(conn: AsyncConnection, chunk_interval: str) -> None:
-    await _create_tables(conn, EventRollup.__tablename__)
+async def _create_rollup_table(conn: AsyncConnection, name: str, chunk_interval: str) -> None:
+    await _create_tables(conn, name)
     await conn.execute(
         text(
             "SELECT create_hypertable(:table, by_range('bucket', CAST(:chunk AS interval) * 7),"
             " if_not_exists => TRUE, migrate_data => TRUE)"
         ),
-        {"table": ROLLUP_TABLE, "chunk": chunk_interval},
+        {"table": name, "chunk": chunk_interval},
     )
 
 
-async def _create_continuous_aggregate(conn: AsyncConnection) -> None:
+async def _create_continuous_aggregate(conn: AsyncConnection, name: str, dimensions: tuple[str, ...]) -> None:
     exists = (
         await conn.execute(
             text("SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = :name"),
-            {"name": ROLLUP_TABLE},
+            {"name": name},
         )
     ).first()
     if exists is None:
-        dims = ", ".join(ROLLUP_DIMENSIONS)
-        # Identifiers here are constants of this module, never input.
+        dims = ", ".join(dimensions)
+        # Identifiers here are constants (src/api/events/models.py ROLLUPS), never input.
         await conn.execute(
             text(
-                f"CREATE MATERIALIZED VIEW {ROLLUP_TABLE} WITH (timescaledb.continuous,"
+                f"CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous,"
                 " timescaledb.materialized_only = false) AS"
                 f" SELECT time_bucket(INTERVAL '{ROLLUP_BUCKET}', time) AS bucket, {dims},"
                 " count(*) AS events, sum(duration)::bigint AS duration_sum,"
@@ -144,14 +145,14 @@ async def _create_continuous_aggregate(conn: AsyncConnection) -> None:
             " end_offset => INTERVAL '15 minutes', schedule_interval => INTERVAL '1 minute',"
             " if_not_exists => TRUE)"
         ),
-        {"name": ROLLUP_TABLE},
+        {"name": name},
     )
 
 
 async def _add_retention_policies(conn: AsyncConnection, retention: str) -> None:
     """Community edition: TimescaleDB drops old chunks itself, of the events and of the
     aggregate alike, so the rollup never answers for a time the raw events no longer cover."""
-    for relation in ("event", ROLLUP_TABLE):
+    for relation in ("event", *ROLLUPS):
         await conn.execute(
             text(
                 "SELECT add_retention_policy(CAST(:rel AS regclass), CAST(:keep AS interval),"

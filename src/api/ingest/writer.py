@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS, ROLLUPS
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +46,32 @@ _INSERT_SQL = (
     f"INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage ORDER BY time"
     " ON CONFLICT DO NOTHING RETURNING id, time"
 )
-_INSERT_WITH_ROLLUP_SQL = f"""
-WITH inserted AS (
-    INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage ORDER BY time
-    ON CONFLICT DO NOTHING
-    RETURNING id, time, duration, {_DIMS}
-), rolled AS (
-    INSERT INTO event_rollup_15m AS r
-        (bucket, {_DIMS}, events, duration_sum, duration_count)
-    SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {_DIMS},
+
+
+def _rollup_upsert(name: str, dims: tuple[str, ...]) -> str:
+    columns = ", ".join(dims)
+    return f"""{name}_upsert AS (
+    INSERT INTO {name} AS r (bucket, {columns}, events, duration_sum, duration_count)
+    SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {columns},
            count(*), sum(duration), count(duration)
     FROM inserted
-    GROUP BY bucket, {_DIMS}
-    ORDER BY bucket, {_DIMS}
-    ON CONFLICT (bucket, {_DIMS}) DO UPDATE SET
+    GROUP BY bucket, {columns}
+    ORDER BY bucket, {columns}
+    ON CONFLICT (bucket, {columns}) DO UPDATE SET
         events = r.events + excluded.events,
         duration_sum = r.duration_sum + excluded.duration_sum,
         duration_count = r.duration_count + excluded.duration_count
+)"""
+
+
+# Every rollup is upserted from the rows this statement really inserted (RETURNING), so
+# duplicates never count twice and backfills land in their own bucket.
+_INSERT_WITH_ROLLUP_SQL = (
+    f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage"
+    f" ORDER BY time ON CONFLICT DO NOTHING RETURNING id, time, duration, {_DIMS}), "
+    + ", ".join(_rollup_upsert(name, dims) for name, dims in ROLLUPS.items())
+    + " SELECT id, time FROM inserted"
 )
-SELECT id, time FROM inserted
-"""
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 

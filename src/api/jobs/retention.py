@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.config import get_settings
+from src.api.events.models import ROLLUPS
 from src.api.stats.params import parse_interval
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ async def drop_old_chunks(engine: AsyncEngine) -> int:
             return 0
         try:
             dropped = 0
-            for table in ("event", "event_rollup_15m"):
+            for table in ("event", *ROLLUPS):
                 exists = (
                     await conn.execute(
                         text("SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = :t"),

@@ -14,7 +14,10 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from src.api.events.models import ROLLUPS
 from src.api.stats.question import DIMENSION_SQL
+
+ROLLUPS_BY_NAME = {name: name for name in ROLLUPS}
 
 # Who counts as a visitor: the client's visitor id, else its user id, else address + agent.
 VISITOR_KEY = "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"
@@ -30,6 +33,7 @@ class Slice:
     end: datetime
     mid_start: datetime | None = None
     mid_end: datetime | None = None
+    rollup: str = "event_rollup_15m"  # a key of ROLLUPS, never input
 
     @property
     def uses_rollup(self) -> bool:
@@ -89,7 +93,8 @@ def additive_statement(
             f"SELECT {bucket}{dim_list}, sum(events) AS events,"
             " sum(events) FILTER (WHERE event_type = 'pageview') AS pageviews,"
             " sum(duration_sum) AS duration_sum, sum(duration_count) AS duration_count"
-            f" FROM event_rollup_15m WHERE bucket >= :mid_start AND bucket < :mid_end{where}{group_by}"
+            f" FROM {ROLLUPS_BY_NAME[piece.rollup]}"
+            f" WHERE bucket >= :mid_start AND bucket < :mid_end{where}{group_by}"
         )
     if piece.has_raw_edges:
         bucket = "time_bucket(CAST(:interval AS interval), time, :tz) AS b" if bucketed else "NULL AS b"
@@ -154,7 +159,7 @@ async def use_zone(session: AsyncSession, tz: str) -> None:
     await session.execute(text("SELECT set_config('timezone', :tz, true)"), {"tz": tz})
 
 
-async def pending_invalidations(session: AsyncSession, start: datetime, end: datetime) -> bool:
+async def pending_invalidations(session: AsyncSession, view: str, start: datetime, end: datetime) -> bool:
     """Community edition: whether rows changed in [start, end) below the continuous aggregate's
     watermark that it has not materialised yet (late inserts, deletes). Above the watermark
     real-time aggregation reads raw rows anyway; below it only raw events are exact until the
@@ -166,7 +171,7 @@ async def pending_invalidations(session: AsyncSession, start: datetime, end: dat
             "  LEAST(_timescaledb_functions.cagg_watermark(mat_hypertable_id),"
             "        _timescaledb_functions.to_unix_microseconds(:end)) AS hi,"
             "  _timescaledb_functions.to_unix_microseconds(:start) AS lo"
-            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = 'event_rollup_15m')"
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = :view)"
             " SELECT EXISTS (SELECT 1 FROM c"
             "  JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l"
             "   ON l.hypertable_id = c.raw_hypertable_id"
@@ -176,7 +181,7 @@ async def pending_invalidations(session: AsyncSession, start: datetime, end: dat
             "   ON l.materialization_id = c.mat_hypertable_id"
             "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
         ),
-        {"start": start, "end": end},
+        {"start": start, "end": end, "view": view},
     )
     return bool(result.scalar())
 

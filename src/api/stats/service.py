@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.db.timescale import TimescaleInfo
 from src.api.errors import InvalidParameter
+from src.api.events.models import ROLLUPS
 from src.api.events.schemas import EventBucket
 from src.api.stats import repository
 from src.api.stats.params import QUARTER, BucketInterval, TimeRange, ceil_quarter, floor_quarter
@@ -62,15 +63,26 @@ async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Questi
                 ("query", "source"), f"the rollup cannot answer this: {obstacle}", "rollup"
             )
         return raw
+    rollup = narrowest_rollup(question)
     if question.source == "auto" and timescale.has_continuous_aggregates:
         try:
-            if await repository.pending_invalidations(session, start, end):
+            if await repository.pending_invalidations(session, rollup, start, end):
                 return raw
         except DBAPIError as exc:  # catalog not readable (say, a managed service): raw is exact
             log.warning("cannot read continuous-aggregate invalidations: %s", exc.orig)
             await session.rollback()
             return raw
-    return Slice(start=start, end=end, mid_start=ceil_quarter(start), mid_end=floor_quarter(end))
+    return Slice(
+        start=start, end=end, mid_start=ceil_quarter(start), mid_end=floor_quarter(end), rollup=rollup
+    )
+
+
+def narrowest_rollup(question: Question) -> str:
+    """The smallest rollup that keeps every dimension the question groups or filters by."""
+    needed = set(question.group_by) | {name for name, values in question.filters.items() if values}
+    needed = {"os" if name == "operating_system" else name for name in needed}
+    fitting = [name for name, dims in ROLLUPS.items() if needed <= set(dims)]
+    return min(fitting, key=lambda name: len(ROLLUPS[name]))
 
 
 def _check_size(question: Question) -> None:
