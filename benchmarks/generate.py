@@ -17,7 +17,7 @@ import psycopg
 from benchmarks.ingest_batches import AGENTS
 from benchmarks.server import local_database_url
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUPS
 
 SITES = ["site-1", "site-2", "site-3"]
 SECTIONS = ["blog", "docs", "product", "help", "news"]
