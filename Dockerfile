@@ -25,4 +25,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/healthz', timeout=4)"
 
+# Exec form, and the script execs gunicorn: gunicorn is PID 1 and gets `docker stop`'s SIGTERM.
 CMD ["./boot/docker-run.sh"]

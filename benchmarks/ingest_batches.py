@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 
-from benchmarks.server import count_events, local_database_url, running_server, truncate
+from benchmarks.server import count_events, local_database_url, peak_rss_mb, running_server, truncate
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
@@ -71,7 +71,7 @@ async def post_all(base: str, bodies: list[bytes], clients: int) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--database-url", default=None, help="default: analytics_bench on the local cluster")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=4)
@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     url = args.database_url or local_database_url()
     bodies = make_batches(args.events, args.batch, args.spread)
-    with running_server(url, workers=args.workers) as (base, _):
+    with running_server(url, workers=args.workers) as (base, process):
         for run in range(1, args.runs + 1):
             truncate(url)
             seconds, accepted = asyncio.run(post_all(base, bodies, args.clients))
@@ -96,6 +96,8 @@ def main() -> None:
                 f" {args.workers} worker(s), times over {args.spread} s: {seconds:.2f} s until all committed"
                 f" ({args.events / seconds:,.0f} events/s); accepted={accepted} stored={stored}"
             )
+        rss = peak_rss_mb(process.pid)
+    print("peak RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in rss.items()))
 
 
 if __name__ == "__main__":

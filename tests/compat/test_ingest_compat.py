@@ -185,3 +185,57 @@ async def test_interview_api_keys(client: httpx.AsyncClient, monkeypatch: pytest
     assert wrong.status_code == 401 and "invalid" in wrong.json()["error"]
     ok = await client.post("/events", json=body, headers={"x-api-key": "secret-2"})
     assert ok.status_code == 200
+
+
+async def test_collect_beacon_and_large_batches(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    site = f"beacon-{uuid.uuid4().hex[:8]}"
+    # navigator.sendBeacon posts text/plain; the body is JSON all the same.
+    beacon = await client.post(
+        "/collect",
+        content=f'{{"eventType": "pageview", "siteId": "{site}", "path": "/b", "duration": "15"}}'.encode(),
+        headers={"content-type": "text/plain;charset=UTF-8"},
+    )
+    assert beacon.status_code == 200, beacon.text
+    children = [{"eventType": "scroll", "eventData": {"depth": i}} for i in range(150)]
+    batch = await client.post(
+        "/collect",
+        json={"eventType": "batch", "siteId": site, "sessionId": "s", "path": "/long", "events": children},
+    )
+    assert batch.status_code == 200
+    assert batch.json()["events_processed"] == 151
+    rows = await rows_for(engine, site)
+    assert len(rows) == 152
+    scrolls = [r for r in rows if r["event_type"] == "scroll"]
+    assert {r["properties"]["depth"] for r in scrolls} == set(range(150))
+    assert all(r["page"] == "/long" and r["session_id"] == "s" for r in scrolls)
+    parent = next(r for r in rows if r["event_type"] == "batch")
+    assert str(parent["id"]) == batch.json()["event_id"]
+    async with engine.connect() as conn:
+        duration = (
+            await conn.execute(
+                text(
+                    "SELECT duration FROM event WHERE site_id = :s AND page = '/b' AND time > now() - interval '1 day'"
+                ),
+                {"s": site},
+            )
+        ).scalar_one()
+    assert duration == 15
+
+
+async def test_collect_invalid_child_stores_nothing(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    site = f"allornone-{uuid.uuid4().hex[:8]}"
+    children = [{"eventType": "ok"}] * 80 + [{"eventType": "bad", "duration": "long"}]
+    response = await client.post(
+        "/collect", json={"eventType": "batch", "siteId": site, "path": "/", "events": children}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("events[81] is invalid: duration")
+    assert await rows_for(engine, site) == []
+
+
+async def test_queued_event_without_path(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    site = f"queued-nopath-{uuid.uuid4().hex[:8]}"
+    response = await client.post("/event", json={"site_id": site, "event_type": "heartbeat", "user_id": 9})
+    assert response.status_code == 200
+    rows = await rows_for(engine, site)
+    assert [(r["page"], r["user_id"], str(r["id"])) for r in rows] == [("", "9", response.json()["event_id"])]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -9,7 +10,12 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from src.main import create_app
+from src.api.db.timescale import TimescaleInfo
+from src.api.events.schemas import EventCreate
+from src.api.ingest.rows import RequestContext, build_row
+from src.api.ingest.writer import SMALL_FLUSH_ROWS
+from tests.stats.helpers import settle
+from tests.stats.test_rollup import mismatches
 
 pytestmark = pytest.mark.anyio
 
@@ -82,32 +88,125 @@ async def test_full_queue_is_503_with_retry_after(app: FastAPI, client: httpx.As
     assert "queue is full" in response.json()["error"]
 
 
-async def test_shutdown_with_events_in_flight_loses_none(engine: AsyncEngine) -> None:
-    site = f"shutdown-{uuid.uuid4().hex[:8]}"
-    second = create_app()
-    transport = httpx.ASGITransport(app=second)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        async with second.router.lifespan_context(second):
-            tasks = [
-                asyncio.create_task(
-                    http.post(
-                        "/api/events/batch",
-                        json={"events": [{"site_id": site, "page": f"/{i}/{j}"} for j in range(50)]},
-                    )
-                )
-                for i in range(40)
-            ]
-            writer = second.state.ingest.writer
-            # Shut down once commits are under way: some requests committed, some queued or
-            # mid-commit, some not yet read.
-            while writer.committed_events == 0 and writer.queued_events == 0:
-                await asyncio.sleep(0.001)
-            in_flight = sum(not t.done() for t in tasks)
-        responses = await asyncio.gather(*tasks, return_exceptions=True)
-    accepted = [r for r in responses if isinstance(r, httpx.Response) and r.status_code == 200]
-    refused = [r for r in responses if isinstance(r, httpx.Response) and r.status_code == 503]
-    assert len(accepted) + len(refused) == len(tasks)
-    assert in_flight > 0
-    assert accepted, "some requests should have been accepted before shutdown"
-    stored = await stored_ids(engine, site)
-    assert len(stored) == sum(r.json()["accepted"] for r in accepted)
+def batch_of(site: str, count: int, start: int = 0) -> list[dict[str, object]]:
+    return [
+        {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{site}/{i}")),
+            "time": f"2026-11-{1 + i % 20:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+            "site_id": site,
+            "page": f"/p{i % 7}",
+            "duration": i % 50,
+        }
+        for i in range(start, start + count)
+    ]
+
+
+@pytest.mark.parametrize("size", [20, 300], ids=["values-path", "copy-path"])
+async def test_duplicates_are_counted_and_rollups_stay_exact_on_both_write_paths(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, size: int
+) -> None:
+    # Flushes of at most SMALL_FLUSH_ROWS rows take one INSERT … VALUES; larger ones COPY.
+    assert (size <= SMALL_FLUSH_ROWS) == (size == 20)
+    site = f"paths-{uuid.uuid4().hex[:8]}"
+    events = batch_of(site, size)
+    first = await client.post("/api/events/batch", json={"events": events + events[:5]})
+    assert first.json() == {"accepted": size, "duplicates": 5, "rejected": []}
+    # A retry of half plus as many new ones: only the new ones are stored.
+    half = size // 2
+    retry = await client.post(
+        "/api/events/batch", json={"events": events[:half] + batch_of(site, half, size)}
+    )
+    assert retry.json() == {"accepted": half, "duplicates": half, "rejected": []}
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT count(*) FROM event WHERE site_id = :s AND time > '2026-10-01'"), {"s": site}
+            )
+        ).scalar_one()
+    assert stored == size + half
+    await settle(engine, timescale)
+    assert await mismatches(engine, site) == []
+
+
+@pytest.mark.parametrize("size", [1, 100])
+async def test_same_events_in_concurrent_requests_are_stored_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, size: int
+) -> None:
+    site = f"race-{uuid.uuid4().hex[:8]}"
+    events = batch_of(site, size)
+    answers = await asyncio.gather(
+        *(client.post("/api/events/batch", json={"events": events}) for _ in range(4))
+    )
+    bodies = [a.json() for a in answers]
+    assert sum(b["accepted"] for b in bodies) == size
+    assert sum(b["duplicates"] for b in bodies) == 3 * size
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT count(*) FROM event WHERE site_id = :s AND time > '2026-10-01'"), {"s": site}
+            )
+        ).scalar_one()
+    assert stored == size
+
+
+async def test_writer_submit_contract(app: FastAPI) -> None:
+    """submit(rows) -> WriteResult: per row, in order, True when stored now."""
+    writer = app.state.ingest.writer
+    context = RequestContext(user_agent=None, client_ip=None, received_at=datetime.now(UTC))
+    site = f"submit-{uuid.uuid4().hex[:8]}"
+    event = EventCreate(page="/", site_id=site, id=uuid.uuid4())
+    row = build_row(event, context)
+    other = build_row(EventCreate(page="/b", site_id=site), context)
+    assert (await writer.submit([row, row, other])).inserted == (True, False, True)
+    result = await writer.submit([other, row])
+    assert result.inserted == (False, False)
+    assert (result.accepted, result.duplicates) == (0, 2)
+    assert (await writer.submit([])).inserted == ()
+
+
+async def test_admission_refuses_before_reading_when_at_capacity(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    ingest = app.state.ingest
+    body = {"events": [{"page": "/"}]}
+    ingest.in_flight += ingest.max_in_flight
+    try:
+        full = await client.post("/api/events/batch", json=body)
+        collect = await client.post("/collect", json={"path": "/"})
+    finally:
+        ingest.in_flight -= ingest.max_in_flight
+    for response in (full, collect):
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert "capacity" in response.json()["error"]
+    # Bodies being read count too: while others hold the budget, a new body waits outside.
+    ingest.body_bytes += ingest.body_budget_bytes
+    try:
+        busy = await client.post("/api/events/batch", json=body)
+    finally:
+        ingest.body_bytes -= ingest.body_budget_bytes
+    assert busy.status_code == 503 and "large requests" in busy.json()["error"]
+    assert (ingest.in_flight, ingest.body_bytes) == (0, 0)
+    assert (await client.post("/api/events/batch", json=body)).status_code == 200
+
+
+async def test_a_request_cancelled_while_waiting_still_commits_its_rows(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    writer = app.state.ingest.writer
+    context = RequestContext(user_agent=None, client_ip=None, received_at=datetime.now(UTC))
+    site = f"cancel-{uuid.uuid4().hex[:8]}"
+    gone = build_row(EventCreate(page="/gone", site_id=site), context)
+    stays = build_row(EventCreate(page="/stays", site_id=site), context)
+    waiting = asyncio.create_task(writer.submit([gone]))
+    await asyncio.sleep(0)  # queued, not yet committed
+    waiting.cancel()
+    assert (await writer.submit([stays])).inserted == (True,)
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    expected = {str(gone[0]), str(stays[0])}
+    for _ in range(100):  # another writer may still be committing the cancelled request's flush
+        if await stored_ids(engine, site) == expected:
+            break
+        await asyncio.sleep(0.02)
+    assert await stored_ids(engine, site) == expected

@@ -25,13 +25,12 @@ async def collect(request: Request, ingest: IngestDep, context: RequestContextDe
         raise InvalidParameter(("body",), "must be a JSON object", None)
     events = collect_events(body)
     batch_size_guard(len(events), settings.batch_max_events)
-    rows, _ = await ingest_all_or_nothing(ingest, events, context, what="events")
-    count = len(rows)
+    first_id, count = await ingest_all_or_nothing(ingest, events, context, what="events")
     return {
         "status": "success",
         "message": f"{count} event(s) received and stored",
         "events_processed": count,
-        "event_id": str(rows[0][0]),
+        "event_id": str(first_id),
         "timestamp": now_iso(),
     }
 

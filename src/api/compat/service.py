@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from pydantic import AliasChoices, Field
 
@@ -18,7 +19,6 @@ from src.api.events.schemas import (
     PagelessEventCreate,
 )
 from src.api.ingest.service import IngestService, RequestContext
-from src.api.ingest.writer import EventRow, WriteResult
 
 # camelCase collector field → canonical field. snake_case spellings are accepted as they are.
 _COLLECT_FIELDS: dict[str, str] = {
@@ -128,11 +128,15 @@ async def ingest_all_or_nothing(
     *,
     model: type[EventCreate] = EventCreate,
     what: str = "events",
-) -> tuple[list[EventRow], WriteResult]:
-    rows, rejected = await ingest.validate_items_off_loop(items, context, model)
-    if rejected:
-        raise Unprocessable(rejected, what)
-    return rows, await ingest.ingest_rows(rows)
+) -> tuple[UUID, int]:
+    """The older collectors have no per-item report: any invalid event makes the request a 422
+    naming each invalid event by index, and nothing of it is stored. Returns the first event's
+    id and the number of events."""
+    validated, _ = await ingest.ingest_all(items, context, model)
+    if validated.rejected:
+        raise Unprocessable(validated.rejected, what)
+    assert validated.first_id is not None  # callers never send an empty list
+    return validated.first_id, validated.count
 
 
 def now_iso() -> str:

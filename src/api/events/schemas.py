@@ -69,7 +69,10 @@ def _user_id(value: object) -> object:
 def _check_properties(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
-    encoded = orjson.dumps(value)
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # a TypeError, which pydantic would not turn into a 422
+        raise ValueError(f"must be encodable as JSON: {exc}") from exc
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise ValueError(f"must encode to at most {MAX_PROPERTIES_BYTES} bytes of JSON")
     if b"\\u0000" in encoded:

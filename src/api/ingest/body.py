@@ -1,20 +1,37 @@
-"""Reading raw JSON bodies for the batch-shaped endpoints: size, content type and syntax are
-checked here so each failure is a 4xx that says what was wrong."""
+"""Reading raw JSON bodies for the batch-shaped endpoints: admission, size, content type and
+syntax are checked here so each failure is a 4xx (or a 503 under load) that says what was wrong."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import Request
 
 from src.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
+if TYPE_CHECKING:
+    from src.api.ingest.service import IngestService
+
 
 async def read_json_body(request: Request, max_bytes: int, *, allow_empty: bool = False) -> object:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    size = int(declared) if declared and declared.isdigit() else max_bytes
+    if size > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    ingest: IngestService | None = getattr(request.app.state, "ingest", None)
+    if ingest is None:  # an app without the ingestion service (never in the service itself)
+        return await _read(request, media_type, max_bytes, allow_empty)
+    # Under overload, refuse before reading: a full pipeline cannot take these events anyway,
+    # and bodies being parsed are memory too.
+    ingest.check_open()
+    with ingest.reading_body(size):
+        return await _read(request, media_type, max_bytes, allow_empty)
+
+
+async def _read(request: Request, media_type: str, max_bytes: int, allow_empty: bool) -> object:
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)

@@ -1,26 +1,41 @@
-"""From validated events to committed rows: request context, enrichment, the writer call."""
+"""From request items to committed rows: request context, validation, admission, the writer call."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter, ValidationError
 
 from src.api.config import Settings, get_settings
-from src.api.errors import BadRequest
-from src.api.events.enrichment import parse_user_agent, referrer_domain_of, valid_ip
-from src.api.events.models import EVENT_COPY_COLUMNS
-from src.api.events.schemas import BatchRejected, BatchResult, EventCreate
-from src.api.ingest.writer import EventRow, IngestWriter, WriteResult
+from src.api.errors import BadRequest, ServiceUnavailable
+from src.api.events.enrichment import valid_ip
+from src.api.events.schemas import MAX_FUTURE, BatchRejected, BatchResult, EventCreate
+from src.api.ingest.rows import RequestContext, build_row, fast_row, row_to_dict
+from src.api.ingest.writer import EventRow, IngestWriter, PreparedRows, WriteResult, prepare_rows
+
+__all__ = [
+    "BatchOutcome",
+    "IngestDep",
+    "IngestService",
+    "RequestContext",
+    "RequestContextDep",
+    "batch_size_guard",
+    "build_row",
+    "client_ip_of",
+    "get_ingest_service",
+    "request_context",
+    "row_to_dict",
+    "validation_errors",
+]
 
 _ADAPTERS: dict[type[EventCreate], TypeAdapter[EventCreate]] = {}
 
@@ -29,15 +44,6 @@ def _adapter(model: type[EventCreate]) -> TypeAdapter[EventCreate]:
     if model not in _ADAPTERS:
         _ADAPTERS[model] = TypeAdapter(model)
     return _ADAPTERS[model]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """What the request itself says about the client, used when the body is silent."""
-
-    user_agent: str | None
-    client_ip: str | None
-    received_at: datetime
 
 
 @lru_cache(maxsize=64)
@@ -50,6 +56,11 @@ def _trusted_networks(
     return False, networks
 
 
+# Peers and forwarded addresses repeat (a proxy, a NAT, a returning visitor): parse each once.
+_cached_ip = lru_cache(maxsize=4096)(valid_ip)
+
+
+@lru_cache(maxsize=1024)
 def _is_trusted(peer: str | None, proxies: tuple[str, ...]) -> bool:
     trust_all, networks = _trusted_networks(proxies)
     if trust_all:
@@ -63,75 +74,58 @@ def _is_trusted(peer: str | None, proxies: tuple[str, ...]) -> bool:
     return any(address in network for network in networks)
 
 
-def client_ip_of(request: Request, trusted_proxies: tuple[str, ...]) -> str | None:
-    peer = request.client.host if request.client else None
-    if _is_trusted(peer, trusted_proxies):
-        for candidate in request.headers.get("x-forwarded-for", "").split(","):
-            ip = valid_ip(candidate)
+def _client_ip(
+    peer: str | None, forwarded: str | None, real_ip: str | None, trusted_proxies: tuple[str, ...]
+) -> str | None:
+    if (forwarded or real_ip) and _is_trusted(peer, trusted_proxies):
+        if forwarded:
+            for candidate in forwarded.split(","):
+                ip = _cached_ip(candidate)
+                if ip:
+                    return ip
+        if real_ip:
+            ip = _cached_ip(real_ip)
             if ip:
                 return ip
-        ip = valid_ip(request.headers.get("x-real-ip"))
-        if ip:
-            return ip
-    return valid_ip(peer)
+    return _cached_ip(peer)
+
+
+def client_ip_of(request: Request, trusted_proxies: tuple[str, ...]) -> str | None:
+    """The first valid X-Forwarded-For address, else X-Real-IP — both only from a trusted
+    peer — else the peer itself. Invalid values are skipped, never an error."""
+    peer = request.client.host if request.client else None
+    headers = request.headers
+    return _client_ip(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"), trusted_proxies)
 
 
 async def request_context(request: Request) -> RequestContext:
-    settings = get_settings()
-    user_agent = request.headers.get("user-agent")
+    # One pass over the raw headers: every request pays for this, and starlette's Headers
+    # scans the whole list again for each lookup.
+    user_agent = forwarded = real_ip = None
+    for name, value in request.scope["headers"]:
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == b"x-forwarded-for":
+            # Repeated headers are one comma-separated list (RFC 9110).
+            text = value.decode("latin-1")
+            forwarded = text if forwarded is None else f"{forwarded},{text}"
+        elif name == b"x-real-ip" and real_ip is None:
+            real_ip = value.decode("latin-1")
+    client = request.scope.get("client")
+    peer = client[0] if client else None
     return RequestContext(
         user_agent=user_agent[:1024].replace("\x00", "") if user_agent else None,
-        client_ip=client_ip_of(request, settings.trusted_proxies),
+        client_ip=_client_ip(peer, forwarded, real_ip, get_settings().trusted_proxies),
         received_at=datetime.now(UTC),
     )
 
 
 RequestContextDep = Annotated[RequestContext, Depends(request_context)]
 
-
-def build_row(event: EventCreate, context: RequestContext) -> EventRow:
-    """The event's values in EVENT_COPY_COLUMNS order, enriched. The hot path of ingestion."""
-    user_agent = event.user_agent if event.user_agent is not None else context.user_agent
-    agent = parse_user_agent(user_agent)
-    ip = valid_ip(event.ip_address) if event.ip_address else None
-    properties = event.properties
-    return (
-        event.id or uuid.uuid4(),
-        event.time or context.received_at,
-        event.site_id,
-        event.event_type,
-        event.page,
-        event.url,
-        ip or context.client_ip,
-        user_agent,
-        agent.os,
-        agent.browser,
-        agent.device,
-        agent.is_bot,
-        event.referrer,
-        referrer_domain_of(event.referrer),
-        event.session_id,
-        event.visitor_id,
-        event.user_id,
-        event.duration,
-        event.description,
-        Jsonb(properties) if properties is not None else None,
-        context.received_at,
-        context.received_at,
-    )
-
-
-def row_to_dict(row: EventRow) -> dict[str, Any]:
-    """The stored event as EventPublic's fields, ready for orjson."""
-    values = dict(zip(EVENT_COPY_COLUMNS, row, strict=True))
-    properties = values["properties"]
-    values["properties"] = properties.obj if isinstance(properties, Jsonb) else properties
-    return values
-
-
-# Below this many items validation takes under a few milliseconds and stays on the loop.
+# Below this many items validation takes a few milliseconds at most and stays on the loop.
 _INLINE_ITEMS = 200
 _MESSAGES = {"string_pattern_mismatch": "must not contain NUL characters"}
+_NOT_AN_OBJECT = [{"field": "body", "message": "each event must be a JSON object", "type": "type_error"}]
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -147,8 +141,21 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class ValidatedItems:
+    """What a request's items became: the rows ready for the writer (not the rows themselves,
+    which are dropped once encoded), and the rejects by index."""
+
+    prepared: PreparedRows
+    rejected: list[BatchRejected]
+    first_id: uuid.UUID | None  # the id of the first valid item
+
+    @property
+    def count(self) -> int:
+        return len(self.prepared)
+
+
+@dataclass(frozen=True)
 class BatchOutcome:
-    rows: list[EventRow]
     written: WriteResult
     rejected: list[BatchRejected]
 
@@ -161,20 +168,54 @@ class BatchOutcome:
 
 
 class IngestService:
-    """The one ingestion path behind every collector shape."""
+    """The one ingestion path behind every collector shape.
+
+    Admission keeps memory bounded: at most `ingest_queue_max_events` events are held between
+    parsing and the answer (validated, queued or being committed), and at most
+    `body_budget_bytes` of request bodies are being read and parsed at once; beyond either,
+    requests get 503 with Retry-After before more is read.
+    """
 
     def __init__(self, writer: IngestWriter, settings: Settings) -> None:
         self.writer = writer
         self.settings = settings
+        self.max_in_flight = settings.ingest_queue_max_events
+        self.in_flight = 0
+        self.body_budget_bytes = 8 * settings.max_body_bytes
+        self.body_bytes = 0
 
-    async def ingest_one(self, event: EventCreate, context: RequestContext) -> tuple[EventRow, bool]:
-        """The stored row, and whether it is new (False: that id and time were stored before)."""
-        row = build_row(event, context)
-        written = await self.writer.submit([row])
-        return row, written.inserted[0]
+    # --- admission -------------------------------------------------------------------------
 
-    async def ingest_rows(self, rows: Sequence[EventRow]) -> WriteResult:
-        return await self.writer.submit(rows)
+    def check_open(self) -> None:
+        """Before a body is read: refuse at once what could not be queued anyway."""
+        self.writer.check_open(0)
+        if self.in_flight >= self.max_in_flight:
+            raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
+
+    @contextmanager
+    def reading_body(self, size: int) -> Iterator[None]:
+        """Hold `size` bytes of the body budget while a body is read and parsed."""
+        if self.body_bytes > 0 and self.body_bytes + size > self.body_budget_bytes:
+            raise ServiceUnavailable("too many large requests in progress; retry shortly", retry_after=1)
+        self.body_bytes += size
+        try:
+            yield
+        finally:
+            self.body_bytes -= size
+
+    @contextmanager
+    def holding(self, events: int) -> Iterator[None]:
+        """Hold `events` of the in-flight budget from validation until the answer."""
+        self.writer.check_open(0)
+        if self.in_flight > 0 and self.in_flight + events > self.max_in_flight:
+            raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
+        self.in_flight += events
+        try:
+            yield
+        finally:
+            self.in_flight -= events
+
+    # --- validation ------------------------------------------------------------------------
 
     def validate_items(
         self,
@@ -184,23 +225,19 @@ class IngestService:
     ) -> tuple[list[EventRow], list[BatchRejected]]:
         """Rows for the valid items and, by index, why the others were rejected."""
         adapter = _adapter(model)
+        fast = model is EventCreate
+        latest = datetime.now(UTC) + MAX_FUTURE
         rows: list[EventRow] = []
         rejected: list[BatchRejected] = []
         for index, item in enumerate(items):
             if not isinstance(item, dict):
-                rejected.append(
-                    BatchRejected(
-                        index=index,
-                        errors=[
-                            {
-                                "field": "body",
-                                "message": "each event must be a JSON object",
-                                "type": "type_error",
-                            }
-                        ],
-                    )
-                )
+                rejected.append(BatchRejected(index=index, errors=list(_NOT_AN_OBJECT)))
                 continue
+            if fast:
+                row = fast_row(item, context, latest)
+                if row is not None:
+                    rows.append(row)
+                    continue
             try:
                 event = adapter.validate_python(item)
             except ValidationError as exc:
@@ -209,21 +246,56 @@ class IngestService:
             rows.append(build_row(event, context))
         return rows, rejected
 
-    async def validate_items_off_loop(
+    def _validate_and_prepare(
+        self, items: Sequence[object], context: RequestContext, model: type[EventCreate]
+    ) -> ValidatedItems:
+        rows, rejected = self.validate_items(items, context, model)
+        first_id = rows[0][0] if rows else None
+        return ValidatedItems(prepared=prepare_rows(rows), rejected=rejected, first_id=first_id)
+
+    async def validate(
         self,
         items: Sequence[object],
         context: RequestContext,
         model: type[EventCreate] = EventCreate,
-    ) -> tuple[list[EventRow], list[BatchRejected]]:
-        """Large batches are validated in a thread so the event loop keeps serving others."""
+    ) -> ValidatedItems:
+        """Validate, enrich and encode for COPY; large batches in a thread so the event loop
+        keeps serving other requests meanwhile."""
         if len(items) < _INLINE_ITEMS:
-            return self.validate_items(items, context, model)
-        return await asyncio.to_thread(self.validate_items, items, context, model)
+            return self._validate_and_prepare(items, context, model)
+        return await asyncio.to_thread(self._validate_and_prepare, items, context, model)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def ingest_one(self, event: EventCreate, context: RequestContext) -> tuple[EventRow, bool]:
+        """The stored row, and whether it is new (False: that id and time were stored before)."""
+        row = build_row(event, context)
+        written = await self.writer.submit_prepared(prepare_rows((row,), encode=False))
+        return row, written.inserted[0]
+
+    async def ingest_rows(self, rows: Sequence[EventRow]) -> WriteResult:
+        return await self.writer.submit(rows)
 
     async def ingest_batch(self, items: Sequence[object], context: RequestContext) -> BatchOutcome:
-        rows, rejected = await self.validate_items_off_loop(items, context)
-        written = await self.writer.submit(rows)
-        return BatchOutcome(rows=rows, written=written, rejected=rejected)
+        """Per-item: valid items are stored, the others reported by index."""
+        with self.holding(len(items)):
+            validated = await self.validate(items, context)
+            written = await self.writer.submit_prepared(validated.prepared)
+        return BatchOutcome(written=written, rejected=validated.rejected)
+
+    async def ingest_all(
+        self,
+        items: Sequence[object],
+        context: RequestContext,
+        model: type[EventCreate],
+    ) -> tuple[ValidatedItems, WriteResult]:
+        """All or nothing: when any item is invalid nothing is written (the result is empty)
+        and the caller reports `rejected`."""
+        with self.holding(len(items)):
+            validated = await self.validate(items, context, model)
+            if validated.rejected:
+                return validated, WriteResult(inserted=())
+            return validated, await self.writer.submit_prepared(validated.prepared)
 
 
 async def get_ingest_service(request: Request) -> IngestService:

@@ -1,12 +1,19 @@
 """The group-commit writer.
 
 Requests put their rows on a bounded in-memory queue and wait; a few writer tasks take
-everything queued (whole requests, up to a size), COPY it into a per-connection staging
-table and move it into `event` with one `INSERT … ON CONFLICT DO NOTHING RETURNING`, then
-commit and answer every waiting request at once. A 2xx is therefore only ever sent for rows
-that are committed. This writer, like the session dependency, is a commit point.
+everything queued (whole requests, up to a size) and store it in one transaction, then answer
+every waiting request at once. A 2xx is therefore only ever sent for rows that are committed.
+This writer, like the session dependency, is a commit point.
 
-On the Apache edition the same statement also upserts the 15-minute rollup from the rows
+Two ways to store a flush, chosen by its size:
+- large: the rows, already encoded as binary COPY data by `prepare_rows` (off the event loop
+  for big requests), are copied into a per-connection staging table and moved into `event` with
+  one `INSERT … ON CONFLICT DO NOTHING`; the statement returns only the keys it did *not*
+  insert (usually none), so no per-row answer crosses the wire;
+- small (the single-event traffic): one multi-row `INSERT … VALUES … ON CONFLICT DO NOTHING
+  RETURNING` in autocommit, a single round trip instead of BEGIN, COPY, INSERT and COMMIT.
+
+On the Apache edition the same statement also upserts the 15-minute rollups from the rows
 that were really inserted, so duplicates never count twice and backfills land in their bucket.
 """
 
@@ -14,21 +21,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 from uuid import UUID
 
+import orjson
 import psycopg
+from psycopg import abc as pg_abc
 from psycopg import errors as pg_errors
+from psycopg import postgres
+from psycopg.adapt import AdaptersMap, PyFormat, Transformer
+from psycopg.pq import Format
+from psycopg.types.json import set_json_dumps
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
 from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS, ROLLUPS
+
+try:  # psycopg's C row encoder (psycopg[binary]); the pure-Python one below is the fallback
+    from psycopg._copy_base import format_row_binary as _format_row_binary
+except ImportError:  # pragma: no cover - only without psycopg's compiled extension
+    _format_row_binary = None
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +56,16 @@ EventKey = tuple[UUID, datetime]
 
 _COLUMNS = ", ".join(EVENT_COPY_COLUMNS)
 _DIMS = ", ".join(ROLLUP_DIMENSIONS)
+_WIDTH = len(EVENT_COPY_COLUMNS)
 _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS event_stage (LIKE event INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
 # Binary COPY: psycopg's C dumpers write each row about four times faster than text format.
 _COPY_SQL = f"COPY event_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_INSERT_SQL = (
-    f"INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage ORDER BY time"
-    " ON CONFLICT DO NOTHING RETURNING id, time"
-)
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_COPY_TRAILER = b"\xff\xff"
+# Flushes up to this many rows go through one INSERT … VALUES round trip instead of COPY.
+SMALL_FLUSH_ROWS = 64
 
 
 def _rollup_upsert(name: str, dims: tuple[str, ...]) -> str:
@@ -64,16 +84,39 @@ def _rollup_upsert(name: str, dims: tuple[str, ...]) -> str:
 )"""
 
 
-# Every rollup is upserted from the rows this statement really inserted (RETURNING), so
-# duplicates never count twice and backfills land in their own bucket.
-_INSERT_WITH_ROLLUP_SQL = (
-    f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) SELECT {_COLUMNS} FROM event_stage"
-    f" ORDER BY time ON CONFLICT DO NOTHING RETURNING id, time, duration, {_DIMS}), "
-    + ", ".join(_rollup_upsert(name, dims) for name, dims in ROLLUPS.items())
-    + " SELECT id, time FROM inserted"
+_ROLLUP_UPSERTS = ", ".join(_rollup_upsert(name, dims) for name, dims in ROLLUPS.items())
+_FROM_STAGE = f"SELECT {_COLUMNS} FROM event_stage ORDER BY time"
+# The staged keys the INSERT skipped: already stored (or, after a lost connection, stored by
+# the attempt that lost it). A hash anti-join in the server is far cheaper than sending every
+# inserted key back; the one-time filter skips it when everything was inserted.
+_SKIPPED = (
+    " SELECT s.id, s.time FROM event_stage s"
+    " WHERE (SELECT count(*) FROM inserted) < (SELECT count(*) FROM event_stage)"
+    " AND NOT EXISTS (SELECT 1 FROM inserted i WHERE i.id = s.id AND i.time = s.time)"
 )
-_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+
+def _insert(source: str, returning: str, *, rollup: bool) -> str:
+    """The one statement that stores a flush. With rollups, every rollup is upserted from the
+    rows this statement really inserted (RETURNING), so duplicates never count twice and
+    backfills land in their own bucket."""
+    returned = f"id, time, duration, {_DIMS}" if rollup else "id, time"
+    sql = (
+        f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) {source}"
+        f" ON CONFLICT DO NOTHING RETURNING {returned})"
+    )
+    if rollup:
+        sql += ", " + _ROLLUP_UPSERTS
+    return sql + returning
+
+
+def _values_source(rows: int) -> str:
+    # $n placeholders for psycopg's raw cursor: no per-call placeholder conversion, which
+    # psycopg does not cache for statements with this many parameters.
+    return "VALUES " + ", ".join(
+        "(" + ", ".join(f"${row * _WIDTH + column + 1}" for column in range(_WIDTH)) + ")"
+        for row in range(rows)
+    )
 
 
 @dataclass(frozen=True)
@@ -91,6 +134,93 @@ class WriteResult:
         return len(self.inserted) - self.accepted
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRows:
+    """A request's rows, ready for the writer: each key once (the first row with a key owns
+    it; later copies are duplicates already), optionally encoded as binary COPY rows."""
+
+    rows: tuple[EventRow, ...]  # the first row of each key, in order; () once encoded
+    keys: tuple[EventKey, ...]  # the key of every submitted row
+    first: tuple[bool, ...]  # per submitted row: the first with its key in this request
+    unique: frozenset[EventKey]
+    copy_data: bytes | None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+# Encoding rows needs a psycopg Transformer (per thread: it caches dumpers) whose JSON dumper
+# is orjson, which _check_properties already proved can encode every properties value.
+_ADAPTERS = AdaptersMap(psycopg.adapters)
+set_json_dumps(orjson.dumps, _ADAPTERS)
+_COPY_OIDS = [postgres.types[name].oid for name in EVENT_COPY_TYPES]
+_local = threading.local()
+
+
+def _transformer() -> pg_abc.Transformer:
+    tx: pg_abc.Transformer | None = getattr(_local, "transformer", None)
+    if tx is None:
+        tx = Transformer(_ADAPTERS)
+        tx.set_dumper_types(_COPY_OIDS, Format.BINARY)
+        _local.transformer = tx
+    return tx
+
+
+def encode_copy_rows(rows: Sequence[EventRow]) -> bytes:
+    """Binary COPY rows (without the stream's header and trailer)."""
+    tx = _transformer()
+    out = bytearray()
+    if _format_row_binary is not None:
+        for row in rows:
+            _format_row_binary(row, tx, out)
+        return bytes(out)
+    formats = [PyFormat.BINARY] * _WIDTH  # pragma: no cover - fallback without the C extension
+    for row in rows:  # pragma: no cover
+        out += _WIDTH.to_bytes(2, "big")
+        for value in tx.dump_sequence(row, formats):
+            if value is None:
+                out += b"\xff\xff\xff\xff"
+            else:
+                out += len(value).to_bytes(4, "big") + bytes(value)
+    return bytes(out)  # pragma: no cover
+
+
+def prepare_rows(rows: Sequence[EventRow], *, encode: bool | None = None) -> PreparedRows:
+    """Deduplicate by key and (for requests too large for the small path, unless told) encode.
+    Pure CPU: call it off the event loop for big requests."""
+    if len(rows) == 1 and not encode:  # the single-event route: skip the loop
+        row = rows[0]
+        key = (row[0], row[1])
+        return PreparedRows(rows=(row,), keys=(key,), first=(True,), unique=frozenset((key,)), copy_data=None)
+    seen: set[EventKey] = set()
+    unique: list[EventRow] = []
+    keys: list[EventKey] = []
+    first: list[bool] = []
+    for row in rows:
+        key = (row[0], row[1])
+        keys.append(key)
+        if key in seen:
+            first.append(False)
+        else:
+            seen.add(key)
+            first.append(True)
+            unique.append(row)
+    if encode is None:
+        encode = len(unique) > SMALL_FLUSH_ROWS
+    # Encoded rows are not kept: while a batch waits for its commit, memory holds it once.
+    return PreparedRows(
+        rows=() if encode else tuple(unique),
+        keys=tuple(keys),
+        first=tuple(first),
+        unique=frozenset(seen),
+        copy_data=encode_copy_rows(unique) if encode else None,
+    )
+
+
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+
 @dataclass
 class _Slot:
     """One writer task's connection, and whether its temp staging table exists yet."""
@@ -101,9 +231,8 @@ class _Slot:
 
 @dataclass
 class _Pending:
-    rows: Sequence[EventRow]
+    prepared: PreparedRows
     future: asyncio.Future[WriteResult]
-    keys: list[EventKey] = field(default_factory=list)
 
 
 class IngestWriter:
@@ -118,7 +247,9 @@ class IngestWriter:
         writers: int,
     ) -> None:
         self._engine = engine
-        self._insert_sql = _INSERT_WITH_ROLLUP_SQL if maintain_rollup else _INSERT_SQL
+        self._rollup = maintain_rollup
+        self._copy_insert_sql = _insert(_FROM_STAGE, _SKIPPED, rollup=maintain_rollup)
+        self._values_sql: dict[int, bytes] = {}
         self._max_queued = max_queued_events
         self._flush_max = flush_max_events
         self._flush_interval = flush_interval
@@ -128,11 +259,19 @@ class IngestWriter:
         self._has_work = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._flushing = 0
         self.committed_events = 0
 
     @property
     def queued_events(self) -> int:
         return self._queued_events
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def has_room(self, events: int = 1) -> bool:
+        return self._queued_events + events <= self._max_queued
 
     def start(self) -> None:
         self._tasks = [
@@ -147,20 +286,29 @@ class IngestWriter:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("ingest writer stopped committed_events=%d", self.committed_events)
 
-    async def submit(self, rows: Sequence[EventRow]) -> WriteResult:
-        """Queue rows and wait until they are committed (or refused)."""
-        if not rows:
-            return WriteResult(inserted=())
+    def check_open(self, events: int = 1) -> None:
+        """Refuse early (before a body is read and validated) what submit would refuse."""
         if self._closing:
             raise ServiceUnavailable("the service is shutting down; retry shortly", retry_after=2)
-        if self._queued_events + len(rows) > self._max_queued:
+        if not self.has_room(events):
             raise ServiceUnavailable("ingest queue is full; retry shortly", retry_after=1)
-        pending = _Pending(rows=rows, future=asyncio.get_running_loop().create_future())
+
+    async def submit(self, rows: Sequence[EventRow]) -> WriteResult:
+        """Queue rows and wait until they are committed (or refused)."""
+        return await self.submit_prepared(prepare_rows(rows))
+
+    async def submit_prepared(self, prepared: PreparedRows) -> WriteResult:
+        """Queue prepared rows and wait until they are committed (or refused)."""
+        if not prepared.keys:
+            return WriteResult(inserted=())
+        self.check_open(len(prepared))
+        pending = _Pending(prepared=prepared, future=asyncio.get_running_loop().create_future())
         self._queue.append(pending)
-        self._queued_events += len(rows)
+        self._queued_events += len(prepared)
         self._has_work.set()
-        # Shielded: a client that disconnects must not cancel rows another request shares a commit with.
-        return await asyncio.shield(pending.future)
+        # Not shielded, and it need not be: cancelling this wait (a client gone) cancels only
+        # the future; the rows stay queued or in flight and are committed with the others.
+        return await pending.future
 
     async def _run(self) -> None:
         slot = _Slot()
@@ -177,20 +325,40 @@ class IngestWriter:
                     return
                 self._has_work.clear()
                 continue
-            if self._flush_interval > 0 and self._queued_events < self._flush_max and not self._closing:
+            # Group commit: with no other flush running, the database is idle and waiting would
+            # only add latency; while one runs, wait a little so more requests share this one.
+            if (
+                self._flushing
+                and self._flush_interval > 0
+                and self._queued_events < self._flush_max
+                and not self._closing
+            ):
                 await asyncio.sleep(self._flush_interval)
             batch = self._take()
             if not batch:
                 continue
-            await self._flush(batch, slot)
+            self._flushing += 1
+            try:
+                await self._flush(batch, slot)
+            finally:
+                self._flushing -= 1
 
     def _take(self) -> list[_Pending]:
+        """Whole requests up to the flush size. A request sharing a key with one already taken
+        waits for the next flush, so every key appears once per statement and the first
+        request to send a key owns it."""
         batch: list[_Pending] = []
+        keys: set[EventKey] = set()
         taken = 0
-        while self._queue and (not batch or taken + len(self._queue[0].rows) <= self._flush_max):
-            pending = self._queue.popleft()
+        while self._queue:
+            pending = self._queue[0]
+            unique = pending.prepared.unique
+            if batch and (taken + len(pending.prepared) > self._flush_max or not keys.isdisjoint(unique)):
+                break
+            self._queue.popleft()
             batch.append(pending)
-            taken += len(pending.rows)
+            keys.update(unique)
+            taken += len(pending.prepared)
         self._queued_events -= taken
         if not self._queue and not self._closing:
             self._has_work.clear()
@@ -198,7 +366,7 @@ class IngestWriter:
 
     async def _flush(self, batch: list[_Pending], slot: _Slot) -> None:
         try:
-            inserted = await self._write_with_retry(batch, slot)
+            skipped = await self._write_with_retry(batch, slot)
         except AppError as exc:
             if len(batch) > 1 and not isinstance(exc, ServiceUnavailable):
                 # One request's bad data must not fail the others it shared a commit with.
@@ -213,9 +381,16 @@ class IngestWriter:
             for pending in batch:
                 _resolve(pending, ServiceUnavailable(f"ingest failed: {type(exc).__name__}"))
             return
-        self.committed_events += len(inserted)
         for pending in batch:
-            _resolve(pending, WriteResult(tuple(_owned(pending, inserted))))
+            prepared = pending.prepared
+            if skipped:
+                flags = tuple(
+                    f and key not in skipped for f, key in zip(prepared.first, prepared.keys, strict=True)
+                )
+            else:
+                flags = prepared.first
+            self.committed_events += sum(flags)
+            _resolve(pending, WriteResult(flags))
 
     async def _write_with_retry(self, batch: list[_Pending], slot: _Slot) -> set[EventKey]:
         """Deadlocks are retried; a lost connection is retried once on a fresh one. Retrying is
@@ -238,12 +413,20 @@ class IngestWriter:
                 raise BadRequest(f"event rejected by the database: {detail}") from exc
         raise ServiceUnavailable("database busy; retry shortly", retry_after=1)
 
-    async def _connection(self, slot: _Slot) -> AsyncConnection:
+    async def _connection(self, slot: _Slot) -> psycopg.AsyncConnection[Any]:
         # Each writer keeps one connection: no pool checkout or pre-ping round trip per flush.
+        # Autocommit: the small path's single statement is its own transaction; the COPY path
+        # opens one explicitly.
         if slot.conn is None:
             slot.conn = await self._engine.connect()
             slot.staged = False
-        return slot.conn
+            fairy = await slot.conn.get_raw_connection()
+            pg = cast(psycopg.AsyncConnection[Any], fairy.driver_connection)
+            if pg.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await pg.rollback()
+            await pg.set_autocommit(True)
+        fairy = await slot.conn.get_raw_connection()
+        return cast(psycopg.AsyncConnection[Any], fairy.driver_connection)
 
     async def _discard(self, slot: _Slot) -> None:
         """After a failure the connection's state is unknown: invalidate it, reconnect next time."""
@@ -255,55 +438,51 @@ class IngestWriter:
             except Exception:  # closing a broken connection must not mask the first error
                 log.debug("discarding writer connection failed", exc_info=True)
 
+    def _values_insert(self, rows: int) -> bytes:
+        sql = self._values_sql.get(rows)
+        if sql is None:
+            text = _insert(_values_source(rows), " SELECT id, time FROM inserted", rollup=self._rollup)
+            sql = self._values_sql[rows] = text.encode()
+        return sql
+
     async def _write(self, batch: list[_Pending], slot: _Slot) -> set[EventKey]:
+        """Store the batch; the keys it did not insert (already stored)."""
         started = time.perf_counter()
-        # The first row with a key owns it; later copies in this flush are duplicates already.
-        seen: set[EventKey] = set()
-        rows: list[EventRow] = []
-        for pending in batch:
-            pending.keys = [(row[0], row[1]) for row in pending.rows]
-            for key, row in zip(pending.keys, pending.rows, strict=True):
-                if key not in seen:
-                    seen.add(key)
-                    rows.append(row)
-        conn = await self._connection(slot)
-        fairy = await conn.get_raw_connection()
-        pg = cast(psycopg.AsyncConnection[Any], fairy.driver_connection)
+        total = sum(len(p.prepared.unique) for p in batch)
+        small = total <= SMALL_FLUSH_ROWS and all(p.prepared.copy_data is None for p in batch)
+        pg = await self._connection(slot)
         try:
-            async with pg.cursor() as cur:
-                if not slot.staged:
-                    await cur.execute(_STAGE_DDL)
-                async with cur.copy(_COPY_SQL) as copy:
-                    copy.set_types(EVENT_COPY_TYPES)
-                    for row in rows:
-                        await copy.write_row(row)
-                await cur.execute(self._insert_sql)
-                inserted = {(r[0], r[1]) for r in await cur.fetchall()}
-            await pg.commit()
-            slot.staged = True
+            if small:
+                params = [value for p in batch for row in p.prepared.rows for value in row]
+                async with psycopg.AsyncRawCursor(pg) as cur:
+                    await cur.execute(self._values_insert(total), params)
+                    inserted = {(r[0], r[1]) for r in await cur.fetchall()}
+                skipped = {key for p in batch for key in p.prepared.unique if key not in inserted}
+            else:
+                async with pg.transaction(), pg.cursor() as cur:
+                    if not slot.staged:
+                        await cur.execute(_STAGE_DDL)
+                    async with cur.copy(_COPY_SQL) as copy:
+                        await copy.write(_COPY_HEADER)
+                        for pending in batch:
+                            prepared = pending.prepared
+                            data = prepared.copy_data
+                            await copy.write(data if data is not None else encode_copy_rows(prepared.rows))
+                        await copy.write(_COPY_TRAILER)
+                    await cur.execute(self._copy_insert_sql)
+                    skipped = {(r[0], r[1]) for r in await cur.fetchall()}
+                slot.staged = True
         except BaseException:
             await self._discard(slot)
             raise
         log.debug(
-            "flush rows=%d inserted=%d requests=%d ms=%.1f",
-            len(rows),
-            len(inserted),
+            "flush rows=%d skipped=%d requests=%d ms=%.1f",
+            total,
+            len(skipped),
             len(batch),
             (time.perf_counter() - started) * 1000,
         )
-        return inserted
-
-
-def _owned(pending: _Pending, inserted: set[EventKey]) -> list[bool]:
-    # Each inserted key is claimed once, by the first row that carries it.
-    result = []
-    for key in pending.keys:
-        if key in inserted:
-            inserted.discard(key)
-            result.append(True)
-        else:
-            result.append(False)
-    return result
+        return skipped
 
 
 def _resolve(pending: _Pending, outcome: WriteResult | BaseException) -> None:

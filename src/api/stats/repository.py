@@ -121,17 +121,29 @@ def additive_statement(
     return _bind(sql, names)
 
 
+# Distinct-count metrics and the key each one counts.
+DISTINCT_KEYS: dict[str, str] = {"visitors": VISITOR_KEY, "sessions": "session_id"}
+
+
 def distinct_statement(
-    dims: Sequence[str], filters: Mapping[str, Sequence[str]], *, bucketed: bool, site: bool
+    metric: str, dims: Sequence[str], filters: Mapping[str, Sequence[str]], *, bucketed: bool, site: bool
 ) -> TextClause:
-    """Exact distinct visitors and sessions per (bucket?, dims), always from raw events."""
-    dim_list = _select_dims(dims)
+    """Exact distinct visitors or sessions per (bucket?, dims), always from raw events.
+
+    `SELECT DISTINCT` inside and a plain count outside rather than `count(DISTINCT …)`:
+    PostgreSQL can hash the former but always sorts for the latter, which is 1.5-2.5 times
+    slower on millions of rows. A NULL key keeps its group (count(k) skips it), as
+    count(DISTINCT …) would. `metric` is a key of DISTINCT_KEYS, never input text."""
+    key = DISTINCT_KEYS[metric]
+    inner_dims = _select_dims(dims)
+    outer_dims = "".join(f", {d}" for d in dims)
     where, names = _filters_sql(filters, site)
     bucket = "time_bucket(CAST(:interval AS interval), time, :tz) AS b" if bucketed else "NULL AS b"
     sql = (
-        f"SELECT {bucket}{dim_list}, count(DISTINCT {VISITOR_KEY}) AS visitors,"
-        " count(DISTINCT session_id) AS sessions"
-        f" FROM event WHERE time >= :start AND time < :end{where}{_group_ordinals(bucketed, dims)}"
+        f"SELECT b{outer_dims}, count(k) AS {metric} FROM ("
+        f"SELECT DISTINCT {bucket}{inner_dims}, {key} AS k"
+        f" FROM event WHERE time >= :start AND time < :end{where}"
+        f") AS keys GROUP BY b{outer_dims}"
     )
     return _bind(sql, names)
 

@@ -126,8 +126,10 @@ async def answer(
         statement = repository.additive_statement(piece, dims, question.filters, bucketed=bucketed, site=site)
         for row in await repository.run(session, statement, params):
             merged.setdefault(_key(row, dims), {}).update(row)
-    if wanted_distinct:
-        statement = repository.distinct_statement(dims, question.filters, bucketed=bucketed, site=site)
+    for metric in (m for m in question.metrics if m in DISTINCT):
+        statement = repository.distinct_statement(
+            metric, dims, question.filters, bucketed=bucketed, site=site
+        )
         for row in await repository.run(session, statement, params):
             merged.setdefault(_key(row, dims), {}).update(row)
     if fill and bucketed:
