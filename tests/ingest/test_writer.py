@@ -59,20 +59,25 @@ async def test_database_outage_is_503_then_recovers(
         )
         await conn.commit()
     site = f"outage-{uuid.uuid4().hex[:8]}"
+    big = [{"site_id": site, "page": f"/{i}", "id": str(uuid.uuid4())} for i in range(300)]
     try:
         down = await client.post("/api/events/", json={"site_id": site, "page": "/"})
         batch = await client.post("/api/events/batch", json={"events": [{"site_id": site, "page": "/"}]})
+        # A large batch takes the COPY path; both writers' connections are dead.
+        large = [await client.post("/api/events/batch", json={"events": big}) for _ in range(2)]
     finally:
         await writer._engine.dispose()
         writer._engine = real
-    for response in (down, batch):
+    for response in (down, batch, *large):
         assert response.status_code == 503
         assert response.headers["retry-after"]
         assert "unavailable" in response.json()["error"]
     assert await stored_ids(engine, site) == set()
     up = await client.post("/api/events/", json={"site_id": site, "page": "/"})
     assert up.status_code == 200
-    assert await stored_ids(engine, site) == {up.json()["id"]}
+    again = await client.post("/api/events/batch", json={"events": big})
+    assert again.json() == {"accepted": 300, "duplicates": 0, "rejected": []}
+    assert len(await stored_ids(engine, site)) == 301
 
 
 async def test_full_queue_is_503_with_retry_after(app: FastAPI, client: httpx.AsyncClient) -> None:
@@ -101,6 +106,14 @@ def batch_of(site: str, count: int, start: int = 0) -> list[dict[str, object]]:
     ]
 
 
+@pytest.fixture
+def optimistic(app: FastAPI) -> None:
+    """Large flushes start without ON CONFLICT until a duplicate shows up (then, for a while,
+    with it): make each test start from the optimistic state."""
+    app.state.ingest.writer._conflicts_until = 0.0
+
+
+@pytest.mark.usefixtures("optimistic")
 @pytest.mark.parametrize("size", [20, 300], ids=["values-path", "copy-path"])
 async def test_duplicates_are_counted_and_rollups_stay_exact_on_both_write_paths(
     client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, size: int
@@ -128,6 +141,7 @@ async def test_duplicates_are_counted_and_rollups_stay_exact_on_both_write_paths
     assert await mismatches(engine, site) == []
 
 
+@pytest.mark.usefixtures("optimistic")
 @pytest.mark.parametrize("size", [1, 100])
 async def test_same_events_in_concurrent_requests_are_stored_once(
     client: httpx.AsyncClient, engine: AsyncEngine, size: int
@@ -210,3 +224,20 @@ async def test_a_request_cancelled_while_waiting_still_commits_its_rows(
             break
         await asyncio.sleep(0.02)
     assert await stored_ids(engine, site) == expected
+
+
+@pytest.mark.usefixtures("optimistic")
+async def test_large_flushes_try_without_on_conflict_and_fall_back_on_a_duplicate(
+    app: FastAPI, client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    writer = app.state.ingest.writer
+    site = f"optimistic-{uuid.uuid4().hex[:8]}"
+    fresh = await client.post("/api/events/batch", json={"events": batch_of(site, 200)})
+    assert fresh.json() == {"accepted": 200, "duplicates": 0, "rejected": []}
+    assert writer._conflicts_until == 0.0  # nothing refused: the optimistic statement stood
+    # One stored event among new ones: the primary key refuses the flush, which is redone.
+    mixed = await client.post("/api/events/batch", json={"events": batch_of(site, 150, 199)})
+    assert mixed.json() == {"accepted": 149, "duplicates": 1, "rejected": []}
+    assert writer._conflicts_until > 0.0
+    await settle(engine, timescale)
+    assert await mismatches(engine, site) == []

@@ -3,13 +3,15 @@
 Requests put their rows on a bounded in-memory queue and wait; a few writer tasks take
 everything queued (whole requests, up to a size) and store it in one transaction, then answer
 every waiting request at once. A 2xx is therefore only ever sent for rows that are committed.
-This writer, like the session dependency, is a commit point.
+This writer, like the session dependency, is a commit point. A writer flushes at once when no
+other flush is running, and waits a few milliseconds for more requests when one is.
 
 Two ways to store a flush, chosen by its size:
 - large: the rows, already encoded as binary COPY data by `prepare_rows` (off the event loop
   for big requests), are copied into a per-connection staging table and moved into `event` with
   one `INSERT … ON CONFLICT DO NOTHING`; the statement returns only the keys it did *not*
-  insert (usually none), so no per-row answer crosses the wire;
+  insert (usually none), so no per-row answer crosses the wire. The insert is first tried
+  without ON CONFLICT (cheaper); a duplicate key makes it fail, and the flush is redone with it;
 - small (the single-event traffic): one multi-row `INSERT … VALUES … ON CONFLICT DO NOTHING
   RETURNING` in autocommit, a single round trip instead of BEGIN, COPY, INSERT and COMMIT.
 
@@ -66,15 +68,30 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x0
 _COPY_TRAILER = b"\xff\xff"
 # Flushes up to this many rows go through one INSERT … VALUES round trip instead of COPY.
 SMALL_FLUSH_ROWS = 64
+# After a large flush met a stored key, this many seconds of large flushes use ON CONFLICT at
+# once: a client that retries tends to retry again, and a refused flush is work thrown away.
+_CONFLICTS_MEMORY = 60.0
+
+
+_WIDE = ", ".join(ROLLUP_DIMENSIONS)
+assert all(set(dims) <= set(ROLLUP_DIMENSIONS) for dims in ROLLUPS.values())
+# The inserted rows are grouped once, by every dimension; each rollup sums those groups (a few
+# hundred rows) instead of scanning the inserted rows again. Sums of counts and sums are exact.
+_ROLLUP_GROUPS = f"""rollup_groups AS (
+    SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {_WIDE},
+           count(*) AS events, sum(duration) AS duration_sum, count(duration) AS duration_count
+    FROM inserted
+    GROUP BY bucket, {_WIDE}
+)"""
 
 
 def _rollup_upsert(name: str, dims: tuple[str, ...]) -> str:
     columns = ", ".join(dims)
     return f"""{name}_upsert AS (
     INSERT INTO {name} AS r (bucket, {columns}, events, duration_sum, duration_count)
-    SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {columns},
-           count(*), sum(duration), count(duration)
-    FROM inserted
+    SELECT bucket, {columns},
+           sum(events)::bigint, sum(duration_sum)::bigint, sum(duration_count)::bigint
+    FROM rollup_groups
     GROUP BY bucket, {columns}
     ORDER BY bucket, {columns}
     ON CONFLICT (bucket, {columns}) DO UPDATE SET
@@ -84,7 +101,7 @@ def _rollup_upsert(name: str, dims: tuple[str, ...]) -> str:
 )"""
 
 
-_ROLLUP_UPSERTS = ", ".join(_rollup_upsert(name, dims) for name, dims in ROLLUPS.items())
+_ROLLUP_UPSERTS = ", ".join([_ROLLUP_GROUPS, *(_rollup_upsert(name, dims) for name, dims in ROLLUPS.items())])
 _FROM_STAGE = f"SELECT {_COLUMNS} FROM event_stage ORDER BY time"
 # The staged keys the INSERT skipped: already stored (or, after a lost connection, stored by
 # the attempt that lost it). A hash anti-join in the server is far cheaper than sending every
@@ -94,17 +111,16 @@ _SKIPPED = (
     " WHERE (SELECT count(*) FROM inserted) < (SELECT count(*) FROM event_stage)"
     " AND NOT EXISTS (SELECT 1 FROM inserted i WHERE i.id = s.id AND i.time = s.time)"
 )
+_NOTHING_SKIPPED = " SELECT id, time FROM inserted WHERE false"
 
 
-def _insert(source: str, returning: str, *, rollup: bool) -> str:
+def _insert(source: str, returning: str, *, rollup: bool, on_conflict: bool = True) -> str:
     """The one statement that stores a flush. With rollups, every rollup is upserted from the
     rows this statement really inserted (RETURNING), so duplicates never count twice and
     backfills land in their own bucket."""
     returned = f"id, time, duration, {_DIMS}" if rollup else "id, time"
-    sql = (
-        f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) {source}"
-        f" ON CONFLICT DO NOTHING RETURNING {returned})"
-    )
+    conflict = " ON CONFLICT DO NOTHING" if on_conflict else ""
+    sql = f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) {source}{conflict} RETURNING {returned})"
     if rollup:
         sql += ", " + _ROLLUP_UPSERTS
     return sql + returning
@@ -249,6 +265,13 @@ class IngestWriter:
         self._engine = engine
         self._rollup = maintain_rollup
         self._copy_insert_sql = _insert(_FROM_STAGE, _SKIPPED, rollup=maintain_rollup)
+        # Without ON CONFLICT: about a fifth less database work, and correct while no key is
+        # stored twice — the primary key refuses a duplicate, and the flush is redone with
+        # ON CONFLICT DO NOTHING (see _write).
+        self._copy_insert_new_sql = _insert(
+            _FROM_STAGE, _NOTHING_SKIPPED, rollup=maintain_rollup, on_conflict=False
+        )
+        self._conflicts_until = 0.0
         self._values_sql: dict[int, bytes] = {}
         self._max_queued = max_queued_events
         self._flush_max = flush_max_events
@@ -438,6 +461,25 @@ class IngestWriter:
             except Exception:  # closing a broken connection must not mask the first error
                 log.debug("discarding writer connection failed", exc_info=True)
 
+    async def _copy(
+        self, pg: psycopg.AsyncConnection[Any], batch: list[_Pending], slot: _Slot, insert_sql: str
+    ) -> set[EventKey]:
+        """COPY the batch into the staging table and move it into `event`, in one transaction."""
+        async with pg.transaction(), pg.cursor() as cur:
+            if not slot.staged:
+                await cur.execute(_STAGE_DDL)
+            async with cur.copy(_COPY_SQL) as copy:
+                await copy.write(_COPY_HEADER)
+                for pending in batch:
+                    prepared = pending.prepared
+                    data = prepared.copy_data
+                    await copy.write(data if data is not None else encode_copy_rows(prepared.rows))
+                await copy.write(_COPY_TRAILER)
+            await cur.execute(insert_sql)
+            skipped = {(r[0], r[1]) for r in await cur.fetchall()}
+        slot.staged = True
+        return skipped
+
     def _values_insert(self, rows: int) -> bytes:
         sql = self._values_sql.get(rows)
         if sql is None:
@@ -458,20 +500,17 @@ class IngestWriter:
                     await cur.execute(self._values_insert(total), params)
                     inserted = {(r[0], r[1]) for r in await cur.fetchall()}
                 skipped = {key for p in batch for key in p.prepared.unique if key not in inserted}
+            elif time.monotonic() < self._conflicts_until:
+                skipped = await self._copy(pg, batch, slot, self._copy_insert_sql)
             else:
-                async with pg.transaction(), pg.cursor() as cur:
-                    if not slot.staged:
-                        await cur.execute(_STAGE_DDL)
-                    async with cur.copy(_COPY_SQL) as copy:
-                        await copy.write(_COPY_HEADER)
-                        for pending in batch:
-                            prepared = pending.prepared
-                            data = prepared.copy_data
-                            await copy.write(data if data is not None else encode_copy_rows(prepared.rows))
-                        await copy.write(_COPY_TRAILER)
-                    await cur.execute(self._copy_insert_sql)
-                    skipped = {(r[0], r[1]) for r in await cur.fetchall()}
-                slot.staged = True
+                try:
+                    skipped = await self._copy(pg, batch, slot, self._copy_insert_new_sql)
+                except pg_errors.UniqueViolation:
+                    # An event was stored before (a retry): this flush, and the next ones for a
+                    # while, go through ON CONFLICT DO NOTHING, which skips and reports it.
+                    log.debug("duplicate in a flush; ON CONFLICT for %.0f s", _CONFLICTS_MEMORY)
+                    self._conflicts_until = time.monotonic() + _CONFLICTS_MEMORY
+                    skipped = await self._copy(pg, batch, slot, self._copy_insert_sql)
         except BaseException:
             await self._discard(slot)
             raise
