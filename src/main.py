@@ -25,6 +25,7 @@ from src.api.events.router import router as events_router
 from src.api.ingest.service import IngestService
 from src.api.ingest.writer import IngestWriter
 from src.api.jobs.retention import run_retention_loop
+from src.api.jobs.rollup_tiers import run_rollup_loop
 from src.api.middleware import BodySizeLimit, StripTrailingSlash
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
@@ -61,6 +62,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     jobs: list[asyncio.Task[None]] = []
     if not timescale.has_continuous_aggregates and settings.retention_check_interval > 0:
         jobs.append(asyncio.create_task(run_retention_loop(engine, settings.retention_check_interval)))
+    if not timescale.has_continuous_aggregates and settings.rollup_job_interval > 0:
+        jobs.append(asyncio.create_task(run_rollup_loop(engine, settings.rollup_job_interval)))
     try:
         yield
     finally:

@@ -16,6 +16,7 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:5433/analytics_test"
 # Keep background jobs out of the tests' way; tests call them directly.
 os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
+os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
 
 from src.api.db.timescale import TimescaleInfo
 from src.api.events.models import ROLLUPS

@@ -42,6 +42,7 @@ class Settings:
     events_chunk_interval: str
     events_retention: str
     retention_check_interval: float
+    rollup_job_interval: float
     batch_max_events: int
     max_body_bytes: int
     ingest_queue_max_events: int
@@ -66,6 +67,7 @@ def get_settings() -> Settings:
         events_chunk_interval=config("EVENTS_CHUNK_INTERVAL", default="1 day"),
         events_retention=config("EVENTS_RETENTION", default="3 months"),
         retention_check_interval=config("RETENTION_CHECK_INTERVAL", default=3600.0, cast=float),
+        rollup_job_interval=config("ROLLUP_JOB_INTERVAL", default=60.0, cast=float),
         batch_max_events=config("BATCH_MAX_EVENTS", default=10_000, cast=int),
         max_body_bytes=config("MAX_BODY_BYTES", default=5 * 1024 * 1024, cast=int),
         ingest_queue_max_events=config("INGEST_QUEUE_MAX_EVENTS", default=200_000, cast=int),

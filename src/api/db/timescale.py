@@ -18,12 +18,19 @@ from sqlmodel import SQLModel
 
 from src.api.config import Settings
 from src.api.errors import ServiceUnavailable
-from src.api.events.models import ROLLUPS, Event
+from src.api.events.models import (
+    GRANULE_SQL,
+    ROLLUP_SPECS,
+    ROLLUPS,
+    TIER_NAMES,
+    Event,
+    Rollup,
+    RollupWatermark,
+)
 
 log = logging.getLogger(__name__)
 
 Edition = Literal["apache", "timescale"]
-ROLLUP_BUCKET = "15 minutes"
 # Any constant works; it only has to be the same in every worker.
 _SETUP_LOCK_KEY = 0x45564E54  # "EVNT"
 
@@ -80,11 +87,13 @@ async def setup_database(engine: AsyncEngine, settings: Settings) -> TimescaleIn
             info = await detect_edition(conn)
             await _create_tables(conn, Event.__tablename__)
             await _create_event_hypertable(conn, settings.events_chunk_interval)
-            for name, dims in ROLLUPS.items():
+            for spec in ROLLUP_SPECS:
                 if info.has_continuous_aggregates:
-                    await _create_continuous_aggregate(conn, name, dims)
+                    await _create_continuous_aggregate(conn, spec)
                 else:
-                    await _create_rollup_table(conn, name, settings.events_chunk_interval)
+                    await _create_rollup_table(conn, spec.name, settings.events_chunk_interval)
+            if not info.has_continuous_aggregates:
+                await _create_watermarks(conn)
             if info.has_continuous_aggregates:
                 await _add_retention_policies(conn, settings.events_retention)
         finally:
@@ -119,33 +128,53 @@ async def _create_rollup_table(conn: AsyncConnection, name: str, chunk_interval:
     )
 
 
-async def _create_continuous_aggregate(conn: AsyncConnection, name: str, dimensions: tuple[str, ...]) -> None:
+async def _create_watermarks(conn: AsyncConnection) -> None:
+    """Apache edition: one row per tier; NULL (nothing complete) until the rollup job first runs."""
+    await _create_tables(conn, RollupWatermark.__tablename__)
+    for tier in TIER_NAMES.values():
+        await conn.execute(
+            text(
+                "INSERT INTO rollup_watermark (tier, complete_until) VALUES (:tier, NULL)"
+                " ON CONFLICT (tier) DO NOTHING"
+            ),
+            {"tier": tier},
+        )
+
+
+async def _create_continuous_aggregate(conn: AsyncConnection, spec: Rollup) -> None:
     exists = (
         await conn.execute(
             text("SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = :name"),
-            {"name": name},
+            {"name": spec.name},
         )
     ).first()
+    width = GRANULE_SQL[spec.granule]
     if exists is None:
-        dims = ", ".join(dimensions)
-        # Identifiers here are constants (src/api/events/models.py ROLLUPS), never input.
+        dims = ", ".join(spec.dimensions)
+        pageviews = (
+            " count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
+            if spec.has_pageviews_column
+            else ""
+        )
+        # Identifiers here are constants (src/api/events/models.py ROLLUP_SPECS), never input.
         await conn.execute(
             text(
-                f"CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous,"
+                f"CREATE MATERIALIZED VIEW {spec.name} WITH (timescaledb.continuous,"
                 " timescaledb.materialized_only = false) AS"
-                f" SELECT time_bucket(INTERVAL '{ROLLUP_BUCKET}', time) AS bucket, {dims},"
-                " count(*) AS events, sum(duration)::bigint AS duration_sum,"
+                f" SELECT time_bucket(INTERVAL '{width}', time) AS bucket, {dims},"
+                f" count(*) AS events,{pageviews} sum(duration)::bigint AS duration_sum,"
                 " count(duration) AS duration_count"
                 f" FROM event GROUP BY bucket, {dims} WITH NO DATA"
             )
         )
+    # Materialise whole buckets once they are closed; real-time aggregation answers the rest.
     await conn.execute(
         text(
-            "SELECT add_continuous_aggregate_policy(:name, start_offset => NULL,"
-            " end_offset => INTERVAL '15 minutes', schedule_interval => INTERVAL '1 minute',"
-            " if_not_exists => TRUE)"
+            "SELECT add_continuous_aggregate_policy(CAST(:name AS regclass), start_offset => NULL,"
+            " end_offset => CAST(:width AS interval),"
+            " schedule_interval => CAST(:every AS interval), if_not_exists => TRUE)"
         ),
-        {"name": name},
+        {"name": spec.name, "width": width, "every": "1 minute" if spec.granule <= 3600 else "1 hour"},
     )
 
 

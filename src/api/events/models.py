@@ -1,13 +1,27 @@
-"""The event hypertable and the 15-minute rollup shape shared by both TimescaleDB editions."""
+"""The event hypertable and the rollups shared by both TimescaleDB editions: the 15-minute
+rollups (wide and per site) and the hourly and daily tiers of narrow shapes above them."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, func, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
 # The dimensions every rollup groups by, in column order; the stats planner whitelists them.
@@ -102,12 +116,100 @@ class EventRollupSite(SQLModel, table=True):
     duration_count: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-# Every rollup and the dimensions it keeps, widest first. Same names and columns on both
-# editions: continuous aggregates on Community, the service's own tables on Apache.
-ROLLUPS: dict[str, tuple[str, ...]] = {
-    EventRollup.__tablename__: ROLLUP_DIMENSIONS,
-    EventRollupSite.__tablename__: ("site_id", "event_type"),
+QUARTER = 900  # seconds: the 15-minute rollups' bucket
+HOUR = 3600
+DAY = 86400
+GRANULE_SQL: dict[int, str] = {QUARTER: "15 minutes", HOUR: "1 hour", DAY: "1 day"}
+
+# Column types of the dimensions, as in `event`.
+_DIMENSION_TYPES: dict[str, TypeEngine[str]] = {
+    "site_id": String(128),
+    "event_type": String(128),
+    "page": String(2048),
+    "os": String(32),
+    "browser": String(64),
+    "device": String(16),
+    "referrer_domain": String(255),
 }
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """One rollup relation: its bucket width (granule, in seconds) and the dimensions it keeps.
+
+    The 15-minute rollups derive pageviews from `event_type`; the tiers keep a `pageviews`
+    column instead, so they need not keep `event_type` (and are that much smaller)."""
+
+    name: str
+    granule: int
+    dimensions: tuple[str, ...]
+
+    @property
+    def has_pageviews_column(self) -> bool:
+        return self.granule != QUARTER
+
+
+# Hourly and daily tiers: the shapes that breakdowns and timeseries ask for most. They are
+# UTC-aligned; the stats planner uses a tier granule only where it lies inside one bucket of
+# the question (so a Kathmandu day is 23 whole UTC hours plus four quarter hours).
+TIER_SHAPES: dict[str, tuple[str, ...]] = {
+    "site": ("site_id", "event_type"),
+    "page": ("site_id", "page"),
+    "page_os": ("site_id", "page", "os"),
+    "tech": ("site_id", "os", "browser", "device"),
+    "referrer": ("site_id", "referrer_domain"),
+}
+TIER_GRANULES: tuple[int, ...] = (HOUR, DAY)
+TIER_NAMES: dict[int, str] = {HOUR: "1h", DAY: "1d"}
+
+
+def _tier_table(name: str, dimensions: tuple[str, ...]) -> Table:
+    # (site_id, bucket, …) first: stats questions are per site and bounded in time.
+    return Table(
+        name,
+        SQLModel.metadata,
+        Column("bucket", DateTime(timezone=True), nullable=False),
+        *(Column(d, _DIMENSION_TYPES[d], nullable=False) for d in dimensions),
+        Column("events", BigInteger, nullable=False),
+        Column("pageviews", BigInteger, nullable=False),
+        Column("duration_sum", BigInteger, nullable=False),
+        Column("duration_count", BigInteger, nullable=False),
+        PrimaryKeyConstraint("site_id", "bucket", *(d for d in dimensions if d != "site_id")),
+    )
+
+
+# Every rollup, 15-minute ones first (widest first). Same names and columns on both editions:
+# continuous aggregates on Community, the service's own tables on Apache.
+ROLLUP_SPECS: tuple[Rollup, ...] = (
+    Rollup(EventRollup.__tablename__, QUARTER, ROLLUP_DIMENSIONS),
+    Rollup(EventRollupSite.__tablename__, QUARTER, ("site_id", "event_type")),
+    *(
+        Rollup(f"event_rollup_{TIER_NAMES[granule]}_{shape}", granule, dims)
+        for granule in TIER_GRANULES
+        for shape, dims in TIER_SHAPES.items()
+    ),
+)
+for _spec in ROLLUP_SPECS:
+    if _spec.granule != QUARTER:
+        _tier_table(_spec.name, _spec.dimensions)
+# name → dimensions: every rollup relation, and the 15-minute ones the writer keeps current.
+ROLLUPS: dict[str, tuple[str, ...]] = {spec.name: spec.dimensions for spec in ROLLUP_SPECS}
+QUARTER_ROLLUPS: dict[str, tuple[str, ...]] = {
+    spec.name: spec.dimensions for spec in ROLLUP_SPECS if spec.granule == QUARTER
+}
+ROLLUPS_BY_NAME: dict[str, Rollup] = {spec.name: spec for spec in ROLLUP_SPECS}
+
+
+class RollupWatermark(SQLModel, table=True):
+    """Apache edition: the tiers are complete below `complete_until` (per tier). The rollup job
+    fills closed hours and days from the 15-minute rollup and moves it on; the ingest writer
+    adds late events (below it) to the tiers itself, in the statement that stores them."""
+
+    __tablename__ = "rollup_watermark"
+
+    tier: str = Field(sa_column=Column(String(8), primary_key=True))
+    complete_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
 
 # Columns the ingest writer copies, in order (received_at/updated_at are set by the writer too).
 EVENT_COPY_COLUMNS: tuple[str, ...] = (

@@ -10,34 +10,18 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from src.api.events.models import ROLLUP_DIMENSIONS, ROLLUPS, Event
+from src.api.events.models import ROLLUP_DIMENSIONS, Event
+from src.api.rollups.repository import maintenance_ctes
 
 _DIMS = ", ".join(ROLLUP_DIMENSIONS)
 _DELETE_SQL = text("DELETE FROM event WHERE id = :id AND time >= :since RETURNING id")
-
-
-def _rollup_decrement(name: str, dims: tuple[str, ...]) -> str:
-    columns = ", ".join(dims)
-    pairs = " AND ".join(f"r.{d} = d.{d}" for d in dims)
-    return f"""{name}_update AS (
-    UPDATE {name} AS r SET
-        events = r.events - d.events,
-        duration_sum = r.duration_sum - d.duration_sum,
-        duration_count = r.duration_count - d.duration_count
-    FROM (
-        SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {columns},
-               count(*) AS events, sum(duration) AS duration_sum, count(duration) AS duration_count
-        FROM deleted GROUP BY bucket, {columns}
-    ) AS d
-    WHERE r.bucket = d.bucket AND {pairs}
-)"""
 
 
 # Apache edition: the rollups are ours to keep exact, so a delete takes its row back out of them.
 _DELETE_WITH_ROLLUP_SQL = text(
     "WITH deleted AS (DELETE FROM event WHERE id = :id AND time >= :since"
     f" RETURNING id, time, duration, {_DIMS}), "
-    + ", ".join(_rollup_decrement(name, dims) for name, dims in ROLLUPS.items())
+    + maintenance_ctes("deleted", sign=-1)
     + " SELECT id FROM deleted"
 )
 

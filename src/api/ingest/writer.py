@@ -15,8 +15,9 @@ Two ways to store a flush, chosen by its size:
 - small (the single-event traffic): one multi-row `INSERT … VALUES … ON CONFLICT DO NOTHING
   RETURNING` in autocommit, a single round trip instead of BEGIN, COPY, INSERT and COMMIT.
 
-On the Apache edition the same statement also upserts the 15-minute rollups from the rows
-that were really inserted, so duplicates never count twice and backfills land in their bucket.
+On the Apache edition the same statement also upserts the 15-minute rollups (and, for late
+events, the hourly and daily tiers) from the rows that were really inserted, so duplicates never
+count twice and backfills land in their bucket (src/api/rollups/repository.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS, ROLLUPS
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS
+from src.api.rollups.repository import maintenance_ctes
 
 try:  # psycopg's C row encoder (psycopg[binary]); the pure-Python one below is the fallback
     from psycopg._copy_base import format_row_binary as _format_row_binary
@@ -73,35 +75,6 @@ SMALL_FLUSH_ROWS = 64
 _CONFLICTS_MEMORY = 60.0
 
 
-_WIDE = ", ".join(ROLLUP_DIMENSIONS)
-assert all(set(dims) <= set(ROLLUP_DIMENSIONS) for dims in ROLLUPS.values())
-# The inserted rows are grouped once, by every dimension; each rollup sums those groups (a few
-# hundred rows) instead of scanning the inserted rows again. Sums of counts and sums are exact.
-_ROLLUP_GROUPS = f"""rollup_groups AS (
-    SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {_WIDE},
-           count(*) AS events, sum(duration) AS duration_sum, count(duration) AS duration_count
-    FROM inserted
-    GROUP BY bucket, {_WIDE}
-)"""
-
-
-def _rollup_upsert(name: str, dims: tuple[str, ...]) -> str:
-    columns = ", ".join(dims)
-    return f"""{name}_upsert AS (
-    INSERT INTO {name} AS r (bucket, {columns}, events, duration_sum, duration_count)
-    SELECT bucket, {columns},
-           sum(events)::bigint, sum(duration_sum)::bigint, sum(duration_count)::bigint
-    FROM rollup_groups
-    GROUP BY bucket, {columns}
-    ORDER BY bucket, {columns}
-    ON CONFLICT (bucket, {columns}) DO UPDATE SET
-        events = r.events + excluded.events,
-        duration_sum = r.duration_sum + excluded.duration_sum,
-        duration_count = r.duration_count + excluded.duration_count
-)"""
-
-
-_ROLLUP_UPSERTS = ", ".join([_ROLLUP_GROUPS, *(_rollup_upsert(name, dims) for name, dims in ROLLUPS.items())])
 _FROM_STAGE = f"SELECT {_COLUMNS} FROM event_stage ORDER BY time"
 # The staged keys the INSERT skipped: already stored (or, after a lost connection, stored by
 # the attempt that lost it). A hash anti-join in the server is far cheaper than sending every
@@ -122,7 +95,7 @@ def _insert(source: str, returning: str, *, rollup: bool, on_conflict: bool = Tr
     conflict = " ON CONFLICT DO NOTHING" if on_conflict else ""
     sql = f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) {source}{conflict} RETURNING {returned})"
     if rollup:
-        sql += ", " + _ROLLUP_UPSERTS
+        sql += ", " + maintenance_ctes("inserted")
     return sql + returning
 
 

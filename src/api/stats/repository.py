@@ -1,4 +1,4 @@
-"""Aggregation SQL over the rollup (`event_rollup_15m`) and the raw `event` hypertable.
+"""Aggregation SQL over the rollups (15-minute, hourly and daily) and the raw `event` hypertable.
 
 Statements are assembled only from constant fragments and whitelisted dimension expressions
 (src/api/stats/question.py); every value — interval, zone, times, filters — is a bound
@@ -7,7 +7,6 @@ parameter, and every statement is bounded by [start, end)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,35 +14,16 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.events.models import ROLLUPS
+from src.api.stats.planner import RAW, Plan, Run
 from src.api.stats.question import DIMENSION_SQL
 
-ROLLUPS_BY_NAME = {name: name for name in ROLLUPS}
+# Relations a plan may name, each mapped to itself: SQL only ever holds these constants.
+RELATIONS: dict[str, str] = {name: name for name in (*ROLLUPS, RAW)}
 
 # Who counts as a visitor: the client's visitor id, else its user id, else address + agent.
 VISITOR_KEY = "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"
 # Users of the older /stats APIs: user id, else visitor id.
 USER_KEY = "COALESCE(user_id, visitor_id)"
-
-
-@dataclass(frozen=True)
-class Slice:
-    """Which part of [start, end) each source covers: the rollup [mid_start, mid_end), raw the rest."""
-
-    start: datetime
-    end: datetime
-    mid_start: datetime | None = None
-    mid_end: datetime | None = None
-    rollup: str = "event_rollup_15m"  # a key of ROLLUPS, never input
-
-    @property
-    def uses_rollup(self) -> bool:
-        return self.mid_start is not None
-
-    @property
-    def has_raw_edges(self) -> bool:
-        if self.mid_start is None or self.mid_end is None:
-            return True
-        return self.start < self.mid_start or self.mid_end < self.end
 
 
 def _group_ordinals(bucketed: bool, dims: Sequence[str]) -> str:
@@ -73,41 +53,61 @@ def _bind(sql: str, filter_names: Sequence[str]) -> TextClause:
     return clause
 
 
+def _runs_sql(column: str, index: int, runs: Sequence[Run], params: dict[str, Any]) -> tuple[str, str]:
+    """(join, condition) restricting `column` to the runs. One run is a plain range; several
+    are a join with their bounds (bound as arrays), plus the overall range for chunk exclusion."""
+    prefix = f"p{index}"
+    params[f"{prefix}_lo"], params[f"{prefix}_hi"] = runs[0][0], runs[-1][1]
+    condition = f"{column} >= :{prefix}_lo AND {column} < :{prefix}_hi"
+    if len(runs) == 1:
+        return "", condition
+    params[f"{prefix}_los"] = [lo for lo, _ in runs]
+    params[f"{prefix}_his"] = [hi for _, hi in runs]
+    join = (
+        f" JOIN unnest(CAST(:{prefix}_los AS timestamptz[]), CAST(:{prefix}_his AS timestamptz[]))"
+        f" AS {prefix}(lo, hi) ON {column} >= {prefix}.lo AND {column} < {prefix}.hi"
+    )
+    return join, condition
+
+
 def additive_statement(
-    piece: Slice,
+    plan: Plan,
     dims: Sequence[str],
     filters: Mapping[str, Sequence[str]],
     *,
     bucketed: bool,
     site: bool,
-) -> TextClause:
-    """events, pageviews, duration_sum, duration_count per (bucket?, dims): the rollup for the
-    aligned middle, raw events for the ragged edges (or everything), summed together."""
+) -> tuple[TextClause, dict[str, Any]]:
+    """events, pageviews, duration_sum, duration_count per (bucket?, dims), each part of the
+    plan from its own relation, summed together; with the parameters of the parts' runs."""
     dim_list = _select_dims(dims)
     where, names = _filters_sql(filters, site)
     group_by = _group_ordinals(bucketed, dims)
+    params: dict[str, Any] = {}
     parts = []
-    if piece.uses_rollup:
-        bucket = "time_bucket(CAST(:interval AS interval), bucket, :tz) AS b" if bucketed else "NULL AS b"
+    for index, part in enumerate(plan.parts):
+        spec = part.spec
+        column = "time" if spec is None else "bucket"
+        join, span = _runs_sql(column, index, part.runs, params)
+        bucket = f"time_bucket(CAST(:interval AS interval), {column}, :tz) AS b" if bucketed else "NULL AS b"
+        if spec is None:
+            measures = (
+                "count(*) AS events, count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
+                " sum(duration) AS duration_sum, count(duration) AS duration_count"
+            )
+        else:
+            pageviews = (
+                "sum(pageviews)"
+                if spec.has_pageviews_column
+                else "sum(events) FILTER (WHERE event_type = 'pageview')"
+            )
+            measures = (
+                f"sum(events) AS events, {pageviews} AS pageviews,"
+                " sum(duration_sum) AS duration_sum, sum(duration_count) AS duration_count"
+            )
         parts.append(
-            f"SELECT {bucket}{dim_list}, sum(events) AS events,"
-            " sum(events) FILTER (WHERE event_type = 'pageview') AS pageviews,"
-            " sum(duration_sum) AS duration_sum, sum(duration_count) AS duration_count"
-            f" FROM {ROLLUPS_BY_NAME[piece.rollup]}"
-            f" WHERE bucket >= :mid_start AND bucket < :mid_end{where}{group_by}"
-        )
-    if piece.has_raw_edges:
-        bucket = "time_bucket(CAST(:interval AS interval), time, :tz) AS b" if bucketed else "NULL AS b"
-        span = (
-            "((time >= :start AND time < :mid_start) OR (time >= :mid_end AND time < :end))"
-            if piece.uses_rollup
-            else "time >= :start AND time < :end"
-        )
-        parts.append(
-            f"SELECT {bucket}{dim_list}, count(*) AS events,"
-            " count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
-            " sum(duration) AS duration_sum, count(duration) AS duration_count"
-            f" FROM event WHERE {span}{where}{group_by}"
+            f"SELECT {bucket}{dim_list}, {measures} FROM {RELATIONS[part.relation]}{join}"
+            f" WHERE {span}{where}{group_by}"
         )
     union = " UNION ALL ".join(f"({p})" for p in parts)
     outer_dims = "".join(f", {d}" for d in dims)
@@ -118,7 +118,7 @@ def additive_statement(
         " COALESCE(sum(duration_count), 0)::bigint AS duration_count"
         f" FROM ({union}) AS parts GROUP BY b{outer_dims}"
     )
-    return _bind(sql, names)
+    return _bind(sql, names), params
 
 
 # Distinct-count metrics and the key each one counts.
@@ -169,6 +169,12 @@ async def run(
 async def use_zone(session: AsyncSession, tz: str) -> None:
     """Set the transaction's zone (bound, validated beforehand) for calendar arithmetic."""
     await session.execute(text("SELECT set_config('timezone', :tz, true)"), {"tz": tz})
+
+
+async def tier_watermarks(session: AsyncSession) -> dict[str, datetime | None]:
+    """Apache edition: how far each tier is complete (src/api/rollups/repository.py)."""
+    result = await session.execute(text("SELECT tier, complete_until FROM rollup_watermark"))
+    return {str(row.tier): row.complete_until for row in result}
 
 
 async def pending_invalidations(session: AsyncSession, view: str, start: datetime, end: datetime) -> bool:

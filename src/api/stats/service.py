@@ -1,7 +1,9 @@
-"""Answers aggregation questions. The planner reads the 15-minute rollup wherever the question
-allows it — an interval that is a whole number of quarter hours (or months) in a zone whose
-offsets are too — and raw events for what it cannot: ragged range edges, distinct visitors and
-sessions, Community-edition ranges with unmaterialised changes. Both give the same rows."""
+"""Answers aggregation questions. The rollups answer wherever the question allows it — an
+interval that is a whole number of quarter hours (or months) in a zone whose offsets are too —
+the daily and hourly tiers where their granules fit inside the question's buckets
+(src/api/stats/planner.py), and raw events what they cannot: ragged range edges, distinct
+visitors and sessions, Community-edition ranges with unmaterialised changes. All give the same
+rows."""
 
 from __future__ import annotations
 
@@ -17,12 +19,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.db.timescale import TimescaleInfo
 from src.api.errors import InvalidParameter
-from src.api.events.models import ROLLUPS
+from src.api.events.models import DAY, HOUR, TIER_NAMES
 from src.api.events.schemas import EventBucket
 from src.api.stats import repository
 from src.api.stats.params import QUARTER, BucketInterval, TimeRange, ceil_quarter, floor_quarter
+from src.api.stats.planner import ALWAYS, Plan, raw_plan, tiered_plan
 from src.api.stats.question import ADDITIVE, DISTINCT, Question
-from src.api.stats.repository import Slice
 
 log = logging.getLogger(__name__)
 MAX_BUCKETS = 50_000
@@ -50,39 +52,34 @@ def rollup_obstacle(question: Question) -> str | None:
     return None
 
 
-async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Question) -> Slice:
-    start, end = question.window.start, question.window.end
-    raw = Slice(start=start, end=end)
+async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Question) -> Plan:
     needs_additive = any(m in ADDITIVE for m in question.metrics)
     if question.source == "raw" or (question.source == "auto" and not needs_additive):
-        return raw
+        return raw_plan(question)
     obstacle = rollup_obstacle(question)
     if obstacle is not None:
         if question.source == "rollup":
             raise InvalidParameter(
                 ("query", "source"), f"the rollup cannot answer this: {obstacle}", "rollup"
             )
-        return raw
-    rollup = narrowest_rollup(question)
+        return raw_plan(question)
+    if timescale.has_continuous_aggregates:
+        usable_until: dict[int, datetime | None] = {HOUR: ALWAYS, DAY: ALWAYS}
+    else:
+        marks = await repository.tier_watermarks(session)
+        usable_until = {granule: marks.get(name) for granule, name in TIER_NAMES.items()}
+    chosen = tiered_plan(question, usable_until)
     if question.source == "auto" and timescale.has_continuous_aggregates:
+        start, end = question.window.start, question.window.end
         try:
-            if await repository.pending_invalidations(session, rollup, start, end):
-                return raw
+            for view in chosen.relations:
+                if await repository.pending_invalidations(session, view, start, end):
+                    return raw_plan(question)
         except DBAPIError as exc:  # catalog not readable (say, a managed service): raw is exact
             log.warning("cannot read continuous-aggregate invalidations: %s", exc.orig)
             await session.rollback()
-            return raw
-    return Slice(
-        start=start, end=end, mid_start=ceil_quarter(start), mid_end=floor_quarter(end), rollup=rollup
-    )
-
-
-def narrowest_rollup(question: Question) -> str:
-    """The smallest rollup that keeps every dimension the question groups or filters by."""
-    needed = set(question.group_by) | {name for name, values in question.filters.items() if values}
-    needed = {"os" if name == "operating_system" else name for name in needed}
-    fitting = [name for name, dims in ROLLUPS.items() if needed <= set(dims)]
-    return min(fitting, key=lambda name: len(ROLLUPS[name]))
+            return raw_plan(question)
+    return chosen
 
 
 def _check_size(question: Question) -> None:
@@ -103,17 +100,15 @@ async def answer(
 ) -> Answer:
     if fill:
         _check_size(question)
-    piece = await plan(session, timescale, question)
+    chosen = await plan(session, timescale, question)
     await repository.use_zone(session, question.tz)
     bucketed = question.interval is not None
     dims = question.group_by
     params: dict[str, Any] = {
         "interval": question.interval.sql if question.interval else "1 day",
         "tz": question.tz,
-        "start": piece.start,
-        "end": piece.end,
-        "mid_start": piece.mid_start,
-        "mid_end": piece.mid_end,
+        "start": question.window.start,
+        "end": question.window.end,
         "site_id": question.site_id,
     }
     for name, values in question.filters.items():
@@ -123,8 +118,10 @@ async def answer(
     wanted_additive = any(m in ADDITIVE for m in question.metrics)
     wanted_distinct = any(m in DISTINCT for m in question.metrics)
     if wanted_additive:
-        statement = repository.additive_statement(piece, dims, question.filters, bucketed=bucketed, site=site)
-        for row in await repository.run(session, statement, params):
+        statement, runs = repository.additive_statement(
+            chosen, dims, question.filters, bucketed=bucketed, site=site
+        )
+        for row in await repository.run(session, statement, {**params, **runs}):
             merged.setdefault(_key(row, dims), {}).update(row)
     for metric in (m for m in question.metrics if m in DISTINCT):
         statement = repository.distinct_statement(
@@ -144,8 +141,8 @@ async def answer(
         rows = [_present({}, (None,), (), question, zone)]
     rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
     source = "raw"
-    if piece.uses_rollup:
-        source = "rollup+raw" if piece.has_raw_edges or wanted_distinct else "rollup"
+    if chosen.uses_rollup:
+        source = "rollup+raw" if chosen.has_raw or wanted_distinct else "rollup"
     return Answer(source=source, rows=rows)
 
 

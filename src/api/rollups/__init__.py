@@ -1,0 +1,1 @@
+"""Keeping the Apache edition's rollups exact: maintenance SQL and the tier job."""

@@ -1,0 +1,167 @@
+"""Which relation answers which part of a question's time range.
+
+The range is covered, coarsest first, by UTC days of the daily tier, UTC hours of the hourly
+tier, quarter hours of a 15-minute rollup, and raw events for the ragged edges. A tier granule
+is used only where it lies inside one bucket of the question (in its zone) — so a New York day
+is one UTC day's worth of hours, a Kathmandu day is 23 whole UTC hours plus four quarter hours —
+and, on the Apache edition, below the tier's watermark. Every part is bucketed with the same
+`time_bucket(interval, t, tz)`, so the parts add up to exactly what raw events give."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS, Rollup
+from src.api.stats.params import BucketInterval, ceil_quarter, floor_quarter
+from src.api.stats.question import Question
+
+Run = tuple[datetime, datetime]
+RAW = "event"
+_ORIGIN = datetime(2000, 1, 3)  # time_bucket's origin for fixed widths (months: 2000-01-01)
+_TICK = timedelta(microseconds=1)
+# Usable everywhere: Community tiers are real-time continuous aggregates.
+ALWAYS = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One relation and the disjoint [lo, hi) runs of time it answers for."""
+
+    relation: str  # a rollup name (src/api/events/models.py) or RAW; never input
+    granule: int  # seconds per bucket of the relation; 0 for raw events
+    runs: tuple[Run, ...]
+
+    @property
+    def spec(self) -> Rollup | None:
+        return next((s for s in ROLLUP_SPECS if s.name == self.relation), None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    parts: tuple[Part, ...]
+
+    @property
+    def uses_rollup(self) -> bool:
+        return any(p.relation != RAW for p in self.parts)
+
+    @property
+    def has_raw(self) -> bool:
+        return any(p.relation == RAW for p in self.parts)
+
+    @property
+    def relations(self) -> tuple[str, ...]:
+        return tuple(p.relation for p in self.parts if p.relation != RAW)
+
+
+def raw_plan(question: Question) -> Plan:
+    return Plan(parts=(Part(RAW, 0, ((question.window.start, question.window.end),)),))
+
+
+def needed_dimensions(question: Question) -> set[str]:
+    needed = set(question.group_by) | {name for name, values in question.filters.items() if values}
+    return {"os" if name == "operating_system" else name for name in needed}
+
+
+def narrowest(granule: int, needed: set[str]) -> str | None:
+    """The smallest rollup of this granule that keeps every needed dimension."""
+    fitting = [s for s in ROLLUP_SPECS if s.granule == granule and needed <= set(s.dimensions)]
+    return min(fitting, key=lambda s: len(s.dimensions)).name if fitting else None
+
+
+def _bucket_key(local: datetime, interval: BucketInterval) -> int:
+    """Which bucket of time_bucket(interval, …) a local wall-clock time falls in."""
+    if interval.months:
+        return ((local.year - 2000) * 12 + local.month - 1) // interval.months
+    return (local - _ORIGIN) // timedelta(seconds=interval.seconds)
+
+
+def inside_one_bucket(question: Question) -> Callable[[datetime, int], bool]:
+    """Whether [t, t + granule) lies inside one bucket of the question, in its zone."""
+    interval = question.interval
+    if interval is None:
+        return lambda t, g: True
+    zone = ZoneInfo(question.tz)
+
+    def check(t: datetime, granule: int) -> bool:
+        if not interval.months and interval.seconds < granule:
+            return False
+        first = t.astimezone(zone)
+        last = (t + timedelta(seconds=granule) - _TICK).astimezone(zone)
+        if first.utcoffset() != last.utcoffset():
+            return False  # a DST change inside: wall-clock time is not monotonic there
+        return _bucket_key(first.replace(tzinfo=None), interval) == _bucket_key(
+            last.replace(tzinfo=None), interval
+        )
+
+    return check
+
+
+def _ceil(value: datetime, granule: int) -> datetime:
+    seconds = value.timestamp()
+    return datetime.fromtimestamp(-(-seconds // granule) * granule, tz=UTC)
+
+
+def _floor(value: datetime, granule: int) -> datetime:
+    seconds = value.timestamp()
+    return datetime.fromtimestamp(seconds // granule * granule, tz=UTC)
+
+
+def _cover(
+    lo: datetime,
+    hi: datetime,
+    tiers: list[tuple[int, datetime]],
+    fits: Callable[[datetime, int], bool],
+    out: list[tuple[int, datetime, datetime]],
+) -> None:
+    """Cover [lo, hi) (whole quarter hours) with the coarsest usable granules, in order."""
+    if lo >= hi:
+        return
+    if not tiers:
+        out.append((QUARTER, lo, hi))
+        return
+    (granule, usable_until), finer = tiers[0], tiers[1:]
+    step = timedelta(seconds=granule)
+    cursor = lo
+    t = _ceil(lo, granule)
+    last = min(_floor(hi, granule), _floor(usable_until, granule) if usable_until < ALWAYS else hi)
+    while t + step <= last:
+        if fits(t, granule):
+            _cover(cursor, t, finer, fits, out)
+            out.append((granule, t, t + step))
+            cursor = t + step
+        t += step
+    _cover(cursor, hi, finer, fits, out)
+
+
+def tiered_plan(question: Question, usable_until: Mapping[int, datetime | None]) -> Plan:
+    """The plan for a question the 15-minute rollup can serve (see service.rollup_obstacle)."""
+    start, end = question.window.start, question.window.end
+    needed = needed_dimensions(question)
+    quarter = narrowest(QUARTER, needed)
+    assert quarter is not None  # the wide 15-minute rollup keeps every dimension
+    tiers: list[tuple[int, datetime]] = []
+    relations: dict[int, str] = {QUARTER: quarter}
+    for granule in (DAY, HOUR):
+        relation = narrowest(granule, needed)
+        until = usable_until.get(granule)
+        if relation is not None and until is not None:
+            tiers.append((granule, until))
+            relations[granule] = relation
+    pieces: list[tuple[int, datetime, datetime]] = []
+    mid_lo, mid_hi = ceil_quarter(start), floor_quarter(end)
+    _cover(mid_lo, mid_hi, tiers, inside_one_bucket(question), pieces)
+    runs: dict[int, list[Run]] = {}
+    for granule, lo, hi in pieces:
+        merged = runs.setdefault(granule, [])
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    parts = [Part(relations[g], g, tuple(runs[g])) for g in (DAY, HOUR, QUARTER) if g in runs]
+    edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
+    if edges:
+        parts.append(Part(RAW, 0, edges))
+    return Plan(parts=tuple(parts))
