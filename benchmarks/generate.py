@@ -1,6 +1,6 @@
 """Generate realistic events straight into a benchmark database with binary COPY: a few sites,
 ~200 pages, a real User-Agent mix, referrers, visitors and sessions, spread over 90 days.
-On the Apache edition the rollup is then built in bulk (what the writer keeps up to date
+On the Apache edition the 15-minute rollups are then built in bulk (what the writer keeps up to date
 event by event); on Community the continuous aggregate is refreshed."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import psycopg
 from benchmarks.ingest_batches import AGENTS
 from benchmarks.server import local_database_url
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUPS
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, QUARTER_ROLLUPS, ROLLUPS
 
 SITES = ["site-1", "site-2", "site-3"]
 SECTIONS = ["blog", "docs", "product", "help", "news"]
@@ -49,6 +49,20 @@ async def setup(url: str) -> None:
     engine = create_async_engine(url)
     await setup_database(engine, get_settings())
     await engine.dispose()
+
+
+async def fill_tiers(url: str) -> dict[str, str]:
+    """Apache edition: what the service's rollup job does, from the first quarter hour on."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from src.api.jobs.rollup_tiers import advance_tiers
+
+    engine = create_async_engine(url)
+    try:
+        marks = await advance_tiers(engine)
+    finally:
+        await engine.dispose()
+    return {tier: mark.isoformat() if mark else "-" for tier, mark in marks.items()}
 
 
 def rows(count: int, days: int, seed: int):  # type: ignore[no-untyped-def]
@@ -113,22 +127,34 @@ def main() -> None:
         started = time.perf_counter()
         for name, dimensions in ROLLUPS.items():
             dims = ", ".join(dimensions)
+            kind = "continuous aggregate" if community else "rollup table"
             if community:
                 conn.execute(f"CALL refresh_continuous_aggregate('{name}', NULL, NULL)")
-            else:
+            elif name in QUARTER_ROLLUPS:
                 conn.execute(f"TRUNCATE {name}")
                 conn.execute(
                     f"INSERT INTO {name} (bucket, {dims}, events, duration_sum, duration_count)"
                     f" SELECT time_bucket(INTERVAL '15 minutes', time) AS b, {dims}, count(*), sum(duration),"
                     f" count(duration) FROM event GROUP BY b, {dims}"
                 )
-                conn.execute(f"ANALYZE {name}")
+            else:  # a tier: the rollup job fills it below
+                conn.execute(f"TRUNCATE {name}")
+                conn.execute("UPDATE rollup_watermark SET complete_until = NULL")
+                continue
+            conn.execute(f"ANALYZE {name}")
             count = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
-            kind = "continuous aggregate" if community else "rollup table"
             print(
                 f"{name} built in {time.perf_counter() - started:.0f} s: {count[0] if count else 0:,} rows ({kind})"
             )
             started = time.perf_counter()
+        if not community:
+            marks = asyncio.run(fill_tiers(url))
+            print(f"hourly and daily tiers filled by the rollup job in {time.perf_counter() - started:.0f} s: {marks}")
+            for name in ROLLUPS:
+                if name not in QUARTER_ROLLUPS:
+                    conn.execute(f"ANALYZE {name}")
+                    count = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+                    print(f"{name}: {count[0] if count else 0:,} rows")
         conn.execute("ANALYZE event")
 
 

@@ -65,10 +65,24 @@ def needed_dimensions(question: Question) -> set[str]:
     return {"os" if name == "operating_system" else name for name in needed}
 
 
+# Rough number of distinct values per dimension, as a power of ten: what makes a rollup big.
+_CARDINALITY: dict[str, int] = {
+    "site_id": 1,
+    "event_type": 1,
+    "os": 1,
+    "browser": 1,
+    "device": 1,
+    "referrer_domain": 2,
+    "page": 3,
+}
+
+
 def narrowest(granule: int, needed: set[str]) -> str | None:
     """The smallest rollup of this granule that keeps every needed dimension."""
     fitting = [s for s in ROLLUP_SPECS if s.granule == granule and needed <= set(s.dimensions)]
-    return min(fitting, key=lambda s: len(s.dimensions)).name if fitting else None
+    if not fitting:
+        return None
+    return min(fitting, key=lambda s: sum(_CARDINALITY[d] for d in s.dimensions)).name
 
 
 def _bucket_key(local: datetime, interval: BucketInterval) -> int:

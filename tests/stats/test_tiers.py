@@ -1,0 +1,221 @@
+"""The hourly and daily tiers: the planner's cover of a range, and the tiers' exactness against
+a full scan after the rollup job, late events, duplicates and deletes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from src.api.db.timescale import TimescaleInfo
+from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS
+from src.api.jobs.rollup_tiers import advance_tiers
+from src.api.stats.params import TimeRange, parse_interval
+from src.api.stats.planner import ALWAYS, RAW, _bucket_key, tiered_plan
+from src.api.stats.question import Question
+from tests.stats.helpers import make_events, post_events, settle, utc
+
+EVERYWHERE = {HOUR: ALWAYS, DAY: ALWAYS}
+
+
+def question(
+    start: datetime, end: datetime, interval: str | None, tz: str = "UTC", **extra: object
+) -> Question:
+    return Question(
+        window=TimeRange(start, end),
+        tz=tz,
+        interval=parse_interval(interval) if interval else None,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def spans(plan_parts: object) -> dict[str, list[tuple[datetime, datetime]]]:
+    return {p.relation: list(p.runs) for p in plan_parts}  # type: ignore[attr-defined]
+
+
+def test_utc_days_come_from_the_daily_tier() -> None:
+    q = question(utc(2026, 10, 1), utc(2026, 10, 31), "1 day", group_by=("page",))
+    assert spans(tiered_plan(q, EVERYWHERE).parts) == {
+        "event_rollup_1d_page": [(utc(2026, 10, 1), utc(2026, 10, 31))]
+    }
+
+
+def test_a_kathmandu_day_is_23_utc_hours_and_four_quarters() -> None:
+    zone = ZoneInfo("Asia/Kathmandu")
+    start = datetime(2026, 10, 1, tzinfo=zone).astimezone(UTC)  # 18:15 UTC the day before
+    q = question(start, start + timedelta(days=3), "1 day", "Asia/Kathmandu", group_by=("os",))
+    parts = spans(tiered_plan(q, EVERYWHERE).parts)
+    assert set(parts) == {"event_rollup_1h_tech", "event_rollup_15m"}
+    assert [hi - lo for lo, hi in parts["event_rollup_1h_tech"]] == [timedelta(hours=23)] * 3
+    quarters = parts["event_rollup_15m"]
+    assert sum((hi - lo for lo, hi in quarters), timedelta()) == timedelta(hours=3)
+
+
+def test_hourly_buckets_in_kathmandu_never_use_utc_hours() -> None:
+    q = question(utc(2026, 10, 1, 18, 15), utc(2026, 10, 4, 18, 15), "1 hour", "Asia/Kathmandu")
+    assert set(spans(tiered_plan(q, EVERYWHERE).parts)) == {"event_rollup_15m_site"}
+
+
+def test_tiers_stop_at_their_watermark_and_edges_are_raw() -> None:
+    start, end = utc(2026, 10, 1, 0, 7), utc(2026, 10, 11, 5, 50)
+    q = question(start, end, None)
+    parts = spans(tiered_plan(q, {HOUR: utc(2026, 10, 9, 3), DAY: utc(2026, 10, 5)}).parts)
+    assert parts["event_rollup_1d_site"] == [(utc(2026, 10, 2), utc(2026, 10, 5))]
+    assert parts[RAW] == [(start, utc(2026, 10, 1, 0, 15)), (utc(2026, 10, 11, 5, 45), end)]
+    assert parts["event_rollup_1h_site"][-1][1] == utc(2026, 10, 9, 3)
+
+
+def test_event_type_filters_keep_to_shapes_that_have_it() -> None:
+    q = question(
+        utc(2026, 10, 1), utc(2026, 10, 8), "1 day", group_by=("page",), filters={"event_type": ("click",)}
+    )
+    assert set(spans(tiered_plan(q, EVERYWHERE).parts)) == {"event_rollup_15m"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_plan_covers_the_range_once_with_granules_inside_one_bucket(seed: int) -> None:
+    rng = random.Random(seed)
+    zones = [
+        "UTC",
+        "America/New_York",
+        "Asia/Kathmandu",
+        "Australia/Lord_Howe",
+        "Asia/Tehran",
+        "Europe/London",
+    ]
+    granule = {p.name: p.granule for p in ROLLUP_SPECS}
+    for _ in range(40):
+        start = utc(2026, 3, 1) + timedelta(minutes=rng.randrange(0, 300 * 24 * 60))
+        end = start + timedelta(minutes=rng.randrange(60, 20 * 24 * 60), seconds=rng.randrange(60))
+        tz = rng.choice(zones)
+        interval = rng.choice(
+            [None, "15 minutes", "1 hour", "2 hours", "3 hours", "1 day", "1 week", "1 month"]
+        )
+        q = question(start, end, interval, tz, group_by=tuple(rng.sample(["page", "os", "browser"], 1)))
+        marks = {HOUR: start + timedelta(days=rng.randrange(0, 25)), DAY: ALWAYS}
+        runs = sorted((lo, hi, part.relation) for part in tiered_plan(q, marks).parts for lo, hi in part.runs)
+        assert runs[0][0] == start and runs[-1][1] == end
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(runs)), runs
+        zone = ZoneInfo(tz)
+        for lo, hi, relation in runs:
+            width = granule.get(relation, 0)
+            if width in (HOUR, DAY):
+                assert hi <= marks[width]
+            if q.interval is None or width not in (HOUR, DAY):
+                continue
+            # Every minute of every granule falls in the bucket of the granule's first minute.
+            t = lo
+            while t < hi:
+                keys = {
+                    (
+                        (t + timedelta(minutes=m)).astimezone(zone).utcoffset(),
+                        _bucket_key(
+                            (t + timedelta(minutes=m)).astimezone(zone).replace(tzinfo=None), q.interval
+                        ),
+                    )
+                    for m in range(0, width // 60, 15)
+                }
+                assert len({key for _, key in keys}) == 1, (lo, hi, tz, interval)
+                t += timedelta(seconds=width)
+
+
+TIER_VS_RAW = """
+SELECT count(*) FROM (
+  SELECT {dims}, bucket, events, pageviews, duration_sum, duration_count
+  FROM {name} WHERE site_id = :site AND events <> 0
+  EXCEPT
+  SELECT {dims}, time_bucket(INTERVAL '{width}', time), count(*),
+         count(*) FILTER (WHERE event_type = 'pageview'), sum(duration), count(duration)
+  FROM event WHERE site_id = :site AND time > now() - INTERVAL '60 days' GROUP BY {dims}, 2
+) AS differences
+"""
+
+
+async def tier_mismatches(engine: AsyncEngine, site: str) -> dict[str, int]:
+    found = {}
+    async with engine.connect() as conn:
+        for spec in ROLLUP_SPECS:
+            if spec.granule == QUARTER:
+                continue
+            width = "1 hour" if spec.granule == HOUR else "1 day"
+            dims = ", ".join(spec.dimensions)
+            sql = TIER_VS_RAW.format(dims=dims, name=spec.name, width=width).replace(
+                ", 2", f", {len(spec.dimensions) + 1}"
+            )
+            found[spec.name] = (await conn.execute(text(sql), {"site": site})).scalar_one()
+            totals = (
+                await conn.execute(
+                    text(f"SELECT COALESCE(sum(events), 0) FROM {spec.name} WHERE site_id = :site"),
+                    {"site": site},
+                )
+            ).scalar_one()
+            stored = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM event WHERE site_id = :site AND time > now() - INTERVAL '60 days'"
+                    ),
+                    {"site": site},
+                )
+            ).scalar_one()
+            if totals != stored:
+                found[spec.name] += 1
+    return {name: n for name, n in found.items() if n}
+
+
+@pytest.mark.anyio
+async def test_tiers_equal_a_full_scan_after_late_events_duplicates_and_deletes(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    site = f"tier-{uuid.uuid4().hex[:8]}"
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=10)
+    bodies, _ = make_events(site, start, 24 * 4, 900, seed=21)
+    await post_events(client, bodies)
+    await settle(engine, timescale)  # the job fills closed hours and days
+    # Below the watermark now: retries, backfills into old hours and days, and deletes.
+    await post_events(client, bodies[:200])
+    late, _ = make_events(site, start, 24 * 4, 300, seed=22)
+    await post_events(client, late)
+    for body in bodies[:20]:
+        assert (await client.delete(f"/api/events/{body['id']}")).status_code == 200
+    if timescale.has_continuous_aggregates:
+        await settle(engine, timescale)
+    assert await tier_mismatches(engine, site) == {}
+
+
+@pytest.mark.anyio
+async def test_the_job_and_concurrent_late_writes_count_each_event_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    """Writers storing events in hours the job is closing at the same moment: each event
+    reaches the tiers once, through the job or through its own statement."""
+    if timescale.has_continuous_aggregates:
+        pytest.skip("the Apache edition's own rollup job")
+    site = f"race-{uuid.uuid4().hex[:8]}"
+    # Thirty hours that end before today: complete in both tiers once the job has caught up.
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(hours=30)
+    bodies, _ = make_events(site, start, 30, 1200, seed=23)
+    async with engine.begin() as conn:  # the tiers' watermarks go back before this data
+        await conn.execute(
+            text("UPDATE rollup_watermark SET complete_until = :t"), {"t": start - timedelta(days=1)}
+        )
+
+    async def post(chunk: list[dict[str, object]]) -> None:
+        response = await client.post("/api/events/batch", json={"events": chunk})
+        assert response.status_code == 200, response.text
+
+    async def job() -> None:
+        for hours in range(0, 32, 2):
+            await advance_tiers(engine, now=start + timedelta(hours=hours, minutes=5))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(job(), *(post(bodies[i : i + 50]) for i in range(0, len(bodies), 50)))
+    await settle(engine, timescale)
+    assert await tier_mismatches(engine, site) == {}
