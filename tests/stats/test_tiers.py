@@ -43,7 +43,12 @@ def spans(plan_parts: object) -> dict[str, list[tuple[datetime, datetime]]]:
 
 def test_utc_days_come_from_the_daily_tier() -> None:
     q = question(utc(2026, 10, 1), utc(2026, 10, 31), "1 day", group_by=("page",))
+    # One run per bucket, so the bucket is computed once per run.
     assert spans(tiered_plan(q, EVERYWHERE).parts) == {
+        "event_rollup_1d_page": [(utc(2026, 10, d), utc(2026, 10, d + 1)) for d in range(1, 31)]
+    }
+    totals = question(utc(2026, 10, 1), utc(2026, 10, 31), None, group_by=("page",))
+    assert spans(tiered_plan(totals, EVERYWHERE).parts) == {
         "event_rollup_1d_page": [(utc(2026, 10, 1), utc(2026, 10, 31))]
     }
 

@@ -33,6 +33,8 @@ class Part:
     relation: str  # a rollup name (src/api/events/models.py) or RAW; never input
     granule: int  # seconds per bucket of the relation; 0 for raw events
     runs: tuple[Run, ...]
+    # Each run lies inside one bucket of the question: bucket it once per run, not per row.
+    one_bucket_per_run: bool = False
 
     @property
     def spec(self) -> Rollup | None:
@@ -90,6 +92,21 @@ def _bucket_key(local: datetime, interval: BucketInterval) -> int:
     if interval.months:
         return ((local.year - 2000) * 12 + local.month - 1) // interval.months
     return (local - _ORIGIN) // timedelta(seconds=interval.seconds)
+
+
+def bucket_identity(question: Question) -> Callable[[datetime], object] | None:
+    """A function that tells two instants apart when they fall in different buckets of the
+    question (in its zone); None for questions without buckets."""
+    interval = question.interval
+    if interval is None:
+        return None
+    zone = ZoneInfo(question.tz)
+
+    def identity(t: datetime) -> object:
+        local = t.astimezone(zone)
+        return (local.utcoffset(), _bucket_key(local.replace(tzinfo=None), interval))
+
+    return identity
 
 
 def inside_one_bucket(question: Question) -> Callable[[datetime, int], bool]:
@@ -167,14 +184,25 @@ def tiered_plan(question: Question, usable_until: Mapping[int, datetime | None])
     pieces: list[tuple[int, datetime, datetime]] = []
     mid_lo, mid_hi = ceil_quarter(start), floor_quarter(end)
     _cover(mid_lo, mid_hi, tiers, inside_one_bucket(question), pieces)
+    # Adjacent granules merge into runs; tier runs only within one bucket of the question.
+    identity = bucket_identity(question)
     runs: dict[int, list[Run]] = {}
     for granule, lo, hi in pieces:
         merged = runs.setdefault(granule, [])
-        if merged and merged[-1][1] == lo:
+        same = (
+            identity is None or granule == QUARTER or identity(merged[-1][0]) == identity(lo)
+            if merged
+            else False
+        )
+        if merged and merged[-1][1] == lo and same:
             merged[-1] = (merged[-1][0], hi)
         else:
             merged.append((lo, hi))
-    parts = [Part(relations[g], g, tuple(runs[g])) for g in (DAY, HOUR, QUARTER) if g in runs]
+    parts = [
+        Part(relations[g], g, tuple(runs[g]), one_bucket_per_run=identity is not None and g != QUARTER)
+        for g in (DAY, HOUR, QUARTER)
+        if g in runs
+    ]
     edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
     if edges:
         parts.append(Part(RAW, 0, edges))

@@ -53,21 +53,30 @@ def _bind(sql: str, filter_names: Sequence[str]) -> TextClause:
     return clause
 
 
-def _runs_sql(column: str, index: int, runs: Sequence[Run], params: dict[str, Any]) -> tuple[str, str]:
-    """(join, condition) restricting `column` to the runs. One run is a plain range; several
-    are a join with their bounds (bound as arrays), plus the overall range for chunk exclusion."""
+def _runs_sql(
+    column: str, index: int, runs: Sequence[Run], params: dict[str, Any], *, lateral: bool = False
+) -> tuple[str, str]:
+    """(relation prefix, condition) restricting `column` to the runs. One run is a plain range.
+    Several are a LATERAL subquery per run (bounds bound as arrays): an index range scan each,
+    whatever the planner guesses about the array's size."""
     prefix = f"p{index}"
-    params[f"{prefix}_lo"], params[f"{prefix}_hi"] = runs[0][0], runs[-1][1]
-    condition = f"{column} >= :{prefix}_lo AND {column} < :{prefix}_hi"
-    if len(runs) == 1:
-        return "", condition
+    if len(runs) == 1 and not lateral:
+        params[f"{prefix}_lo"], params[f"{prefix}_hi"] = runs[0]
+        return "", f"{column} >= :{prefix}_lo AND {column} < :{prefix}_hi"
     params[f"{prefix}_los"] = [lo for lo, _ in runs]
     params[f"{prefix}_his"] = [hi for _, hi in runs]
-    join = (
-        f" JOIN unnest(CAST(:{prefix}_los AS timestamptz[]), CAST(:{prefix}_his AS timestamptz[]))"
-        f" AS {prefix}(lo, hi) ON {column} >= {prefix}.lo AND {column} < {prefix}.hi"
+    params[f"{prefix}_lo"], params[f"{prefix}_hi"] = runs[0][0], runs[-1][1]
+    # Each run's bucket once per run (its rows all share it when the plan says so).
+    lateral = (
+        f"(SELECT lo, hi, time_bucket(CAST(:interval AS interval), lo, :tz) AS b"
+        f" FROM unnest(CAST(:{prefix}_los AS timestamptz[]), CAST(:{prefix}_his AS timestamptz[]))"
+        f" AS runs(lo, hi) OFFSET 0) AS {prefix}, LATERAL"
     )
-    return join, condition
+    # The overall range lets TimescaleDB exclude chunks when it plans.
+    return lateral, (
+        f"{column} >= {prefix}.lo AND {column} < {prefix}.hi"
+        f" AND {column} >= :{prefix}_lo AND {column} < :{prefix}_hi"
+    )
 
 
 def additive_statement(
@@ -88,8 +97,15 @@ def additive_statement(
     for index, part in enumerate(plan.parts):
         spec = part.spec
         column = "time" if spec is None else "bucket"
-        join, span = _runs_sql(column, index, part.runs, params)
-        bucket = f"time_bucket(CAST(:interval AS interval), {column}, :tz) AS b" if bucketed else "NULL AS b"
+        per_run = bucketed and part.one_bucket_per_run
+        lateral, span = _runs_sql(column, index, part.runs, params, lateral=per_run)
+        # Rows of a run that lies inside one bucket share the bucket of the run's start.
+        bucketed_column = f"p{index}.lo" if per_run else column
+        bucket = (
+            f"time_bucket(CAST(:interval AS interval), {bucketed_column}, :tz) AS b"
+            if bucketed
+            else "NULL AS b"
+        )
         if spec is None:
             measures = (
                 "count(*) AS events, count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
@@ -105,10 +121,13 @@ def additive_statement(
                 f"sum(events) AS events, {pageviews} AS pageviews,"
                 " sum(duration_sum) AS duration_sum, sum(duration_count) AS duration_count"
             )
-        parts.append(
-            f"SELECT {bucket}{dim_list}, {measures} FROM {RELATIONS[part.relation]}{join}"
-            f" WHERE {span}{where}{group_by}"
+        # OFFSET 0 keeps a LATERAL subquery from being flattened into a join the planner may
+        # turn inside out (a scan of the whole range joined with the runs).
+        rows = f"SELECT * FROM {RELATIONS[part.relation]} WHERE {span}{where}" + (
+            " OFFSET 0" if lateral else ""
         )
+        source = f"{lateral} ({rows}) AS r" if lateral else f"({rows}) AS r"
+        parts.append(f"SELECT {bucket}{dim_list}, {measures} FROM {source}{group_by}")
     union = " UNION ALL ".join(f"({p})" for p in parts)
     outer_dims = "".join(f", {d}" for d in dims)
     sql = (
@@ -167,8 +186,11 @@ async def run(
 
 
 async def use_zone(session: AsyncSession, tz: str) -> None:
-    """Set the transaction's zone (bound, validated beforehand) for calendar arithmetic."""
-    await session.execute(text("SELECT set_config('timezone', :tz, true)"), {"tz": tz})
+    """Set the transaction's zone (bound, validated beforehand) for calendar arithmetic, and
+    turn JIT compilation off for it: it costs these queries half a second to save nothing."""
+    await session.execute(
+        text("SELECT set_config('timezone', :tz, true), set_config('jit', 'off', true)"), {"tz": tz}
+    )
 
 
 async def tier_watermarks(session: AsyncSession) -> dict[str, datetime | None]:
