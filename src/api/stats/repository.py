@@ -67,13 +67,13 @@ def _runs_sql(
     params[f"{prefix}_his"] = [hi for _, hi in runs]
     params[f"{prefix}_lo"], params[f"{prefix}_hi"] = runs[0][0], runs[-1][1]
     # Each run's bucket once per run (its rows all share it when the plan says so).
-    lateral = (
+    runs_sql = (
         f"(SELECT lo, hi, time_bucket(CAST(:interval AS interval), lo, :tz) AS b"
         f" FROM unnest(CAST(:{prefix}_los AS timestamptz[]), CAST(:{prefix}_his AS timestamptz[]))"
         f" AS runs(lo, hi) OFFSET 0) AS {prefix}, LATERAL"
     )
     # The overall range lets TimescaleDB exclude chunks when it plans.
-    return lateral, (
+    return runs_sql, (
         f"{column} >= {prefix}.lo AND {column} < {prefix}.hi"
         f" AND {column} >= :{prefix}_lo AND {column} < :{prefix}_hi"
     )
