@@ -43,10 +43,9 @@ def spans(plan_parts: object) -> dict[str, list[tuple[datetime, datetime]]]:
 
 def test_utc_days_come_from_the_daily_tier() -> None:
     q = question(utc(2026, 10, 1), utc(2026, 10, 31), "1 day", group_by=("page",))
-    # One run per bucket, so the bucket is computed once per run.
-    assert spans(tiered_plan(q, EVERYWHERE).parts) == {
-        "event_rollup_1d_page": [(utc(2026, 10, d), utc(2026, 10, d + 1)) for d in range(1, 31)]
-    }
+    plan = tiered_plan(q, EVERYWHERE)
+    assert spans(plan.parts) == {"event_rollup_1d_page": [(utc(2026, 10, 1), utc(2026, 10, 31))]}
+    assert not plan.parts[0].one_bucket_per_run  # one granule per bucket: bucketed per row
     totals = question(utc(2026, 10, 1), utc(2026, 10, 31), None, group_by=("page",))
     assert spans(tiered_plan(totals, EVERYWHERE).parts) == {
         "event_rollup_1d_page": [(utc(2026, 10, 1), utc(2026, 10, 31))]
@@ -60,6 +59,7 @@ def test_a_kathmandu_day_is_23_utc_hours_and_four_quarters() -> None:
     parts = spans(tiered_plan(q, EVERYWHERE).parts)
     assert set(parts) == {"event_rollup_1h_tech", "event_rollup_15m"}
     assert [hi - lo for lo, hi in parts["event_rollup_1h_tech"]] == [timedelta(hours=23)] * 3
+    assert tiered_plan(q, EVERYWHERE).parts[0].one_bucket_per_run
     quarters = parts["event_rollup_15m"]
     assert sum((hi - lo for lo, hi in quarters), timedelta()) == timedelta(hours=3)
 

@@ -167,6 +167,20 @@ def _cover(
     _cover(cursor, hi, finer, fits, out)
 
 
+_PER_RUN_MIN = 4  # granules per run, on average, for bucketing once per run
+
+
+def _merge(pieces: list[Run], identity: Callable[[datetime], object] | None) -> list[Run]:
+    """Adjacent pieces as runs; with `identity`, only pieces of the same bucket merge."""
+    runs: list[Run] = []
+    for lo, hi in pieces:
+        if runs and runs[-1][1] == lo and (identity is None or identity(runs[-1][0]) == identity(lo)):
+            runs[-1] = (runs[-1][0], hi)
+        else:
+            runs.append((lo, hi))
+    return runs
+
+
 def tiered_plan(question: Question, usable_until: Mapping[int, datetime | None]) -> Plan:
     """The plan for a question the 15-minute rollup can serve (see service.rollup_obstacle)."""
     start, end = question.window.start, question.window.end
@@ -184,25 +198,20 @@ def tiered_plan(question: Question, usable_until: Mapping[int, datetime | None])
     pieces: list[tuple[int, datetime, datetime]] = []
     mid_lo, mid_hi = ceil_quarter(start), floor_quarter(end)
     _cover(mid_lo, mid_hi, tiers, inside_one_bucket(question), pieces)
-    # Adjacent granules merge into runs; tier runs only within one bucket of the question.
+    # Adjacent granules merge into runs. Tier runs that hold several granules each stay inside
+    # one bucket of the question, so SQL buckets them once per run rather than once per row;
+    # short runs (an hourly question over hours) are cheaper as one range bucketed per row.
     identity = bucket_identity(question)
-    runs: dict[int, list[Run]] = {}
-    for granule, lo, hi in pieces:
-        merged = runs.setdefault(granule, [])
-        same = (
-            identity is None or granule == QUARTER or identity(merged[-1][0]) == identity(lo)
-            if merged
-            else False
-        )
-        if merged and merged[-1][1] == lo and same:
-            merged[-1] = (merged[-1][0], hi)
-        else:
-            merged.append((lo, hi))
-    parts = [
-        Part(relations[g], g, tuple(runs[g]), one_bucket_per_run=identity is not None and g != QUARTER)
-        for g in (DAY, HOUR, QUARTER)
-        if g in runs
-    ]
+    parts = []
+    for granule in (DAY, HOUR, QUARTER):
+        mine = [(lo, hi) for g, lo, hi in pieces if g == granule]
+        if not mine:
+            continue
+        split = _merge(mine, identity if granule != QUARTER else None)
+        granules = sum((hi - lo).total_seconds() for lo, hi in mine) / granule
+        per_run = identity is not None and granule != QUARTER and granules >= _PER_RUN_MIN * len(split)
+        runs = split if per_run else _merge(mine, None)
+        parts.append(Part(relations[granule], granule, tuple(runs), one_bucket_per_run=per_run))
     edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
     if edges:
         parts.append(Part(RAW, 0, edges))
