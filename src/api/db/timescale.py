@@ -20,6 +20,7 @@ from src.api.config import Settings
 from src.api.errors import ServiceUnavailable
 from src.api.events.models import (
     GRANULE_SQL,
+    HOUR,
     ROLLUP_SPECS,
     ROLLUPS,
     TIER_NAMES,
@@ -87,15 +88,14 @@ async def setup_database(engine: AsyncEngine, settings: Settings) -> TimescaleIn
             info = await detect_edition(conn)
             await _create_tables(conn, Event.__tablename__)
             await _create_event_hypertable(conn, settings.events_chunk_interval)
-            for spec in ROLLUP_SPECS:
-                if info.has_continuous_aggregates:
-                    await _create_continuous_aggregate(conn, spec)
-                else:
-                    await _create_rollup_table(conn, spec.name, settings.events_chunk_interval)
-            if not info.has_continuous_aggregates:
-                await _create_watermarks(conn)
             if info.has_continuous_aggregates:
+                for spec in ROLLUP_SPECS:
+                    await _create_continuous_aggregate(conn, spec)
                 await _add_retention_policies(conn, settings.events_retention)
+            else:
+                for spec in ROLLUP_SPECS:
+                    await _create_rollup_table(conn, spec.name, settings.events_chunk_interval)
+                await _create_watermarks(conn)
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SETUP_LOCK_KEY})
     log.info("timescaledb ready edition=%s version=%s", info.edition, info.version)
@@ -174,7 +174,7 @@ async def _create_continuous_aggregate(conn: AsyncConnection, spec: Rollup) -> N
             " end_offset => CAST(:width AS interval),"
             " schedule_interval => CAST(:every AS interval), if_not_exists => TRUE)"
         ),
-        {"name": spec.name, "width": width, "every": "1 minute" if spec.granule <= 3600 else "1 hour"},
+        {"name": spec.name, "width": width, "every": "1 minute" if spec.granule <= HOUR else "1 hour"},
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.events.models import DAY, HOUR, TIER_NAMES
 from src.api.rollups import repository
+from src.api.stats.params import floor_to
 
 log = logging.getLogger(__name__)
 # A span is closed this long after it ends: events a few minutes late still reach the tiers
@@ -21,11 +22,6 @@ log = logging.getLogger(__name__)
 CLOSE_AFTER = timedelta(minutes=5)
 # The most one transaction fills while it holds the watermark (and ingest statements wait).
 _STEP: dict[int, timedelta] = {HOUR: timedelta(hours=6), DAY: timedelta(days=7)}
-
-
-def floor_to(value: datetime, granule: int) -> datetime:
-    seconds = int(value.timestamp())
-    return datetime.fromtimestamp(seconds - seconds % granule, tz=UTC)
 
 
 async def advance_tiers(engine: AsyncEngine, now: datetime | None = None) -> dict[str, datetime | None]:

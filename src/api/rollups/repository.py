@@ -149,8 +149,3 @@ async def move_watermark(conn: AsyncConnection, tier: str, until: datetime) -> N
         text("UPDATE rollup_watermark SET complete_until = :until WHERE tier = :tier"),
         {"tier": tier, "until": until},
     )
-
-
-async def watermarks(conn: AsyncConnection) -> dict[str, datetime | None]:
-    result = await conn.execute(text("SELECT tier, complete_until FROM rollup_watermark"))
-    return {str(row.tier): row.complete_until for row in result}

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from src.api.errors import InvalidParameter
+from src.api.events.models import QUARTER
 
 _UNITS: dict[str, tuple[str, int]] = {}
 for _names, _canonical, _seconds in (
@@ -100,17 +101,23 @@ def _aware(value: datetime, tz: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
 
 
-QUARTER = 900  # seconds in the rollup's 15-minute bucket
+def floor_to(value: datetime, seconds: int) -> datetime:
+    """The UTC-aligned multiple of `seconds` at or before `value` (a quarter, hour, day)."""
+    whole = int(value.timestamp())
+    return datetime.fromtimestamp(whole - whole % seconds, tz=UTC)
+
+
+def ceil_to(value: datetime, seconds: int) -> datetime:
+    floor = floor_to(value, seconds)
+    return floor if floor == value else floor + timedelta(seconds=seconds)
 
 
 def floor_quarter(value: datetime) -> datetime:
-    seconds = int(value.timestamp())
-    return datetime.fromtimestamp(seconds - seconds % QUARTER, tz=UTC)
+    return floor_to(value, QUARTER)
 
 
 def ceil_quarter(value: datetime) -> datetime:
-    floor = floor_quarter(value)
-    return floor if floor == value else floor + timedelta(seconds=QUARTER)
+    return ceil_to(value, QUARTER)
 
 
 def parse_range(

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS, Rollup
-from src.api.stats.params import BucketInterval, ceil_quarter, floor_quarter
+from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS, ROLLUPS_BY_NAME, Rollup
+from src.api.stats.params import BucketInterval, ceil_quarter, ceil_to, floor_quarter, floor_to
 from src.api.stats.question import Question
 
 Run = tuple[datetime, datetime]
@@ -38,7 +38,7 @@ class Part:
 
     @property
     def spec(self) -> Rollup | None:
-        return next((s for s in ROLLUP_SPECS if s.name == self.relation), None)
+        return ROLLUPS_BY_NAME.get(self.relation)
 
 
 @dataclass(frozen=True)
@@ -110,34 +110,19 @@ def bucket_identity(question: Question) -> Callable[[datetime], object] | None:
 
 
 def inside_one_bucket(question: Question) -> Callable[[datetime, int], bool]:
-    """Whether [t, t + granule) lies inside one bucket of the question, in its zone."""
-    interval = question.interval
-    if interval is None:
+    """Whether [t, t + granule) lies inside one bucket of the question, in its zone. The
+    identity includes the UTC offset: across a DST change wall-clock time is not monotonic,
+    so a granule with one inside never counts as inside one bucket."""
+    interval, identity = question.interval, bucket_identity(question)
+    if interval is None or identity is None:
         return lambda t, g: True
-    zone = ZoneInfo(question.tz)
 
     def check(t: datetime, granule: int) -> bool:
         if not interval.months and interval.seconds < granule:
             return False
-        first = t.astimezone(zone)
-        last = (t + timedelta(seconds=granule) - _TICK).astimezone(zone)
-        if first.utcoffset() != last.utcoffset():
-            return False  # a DST change inside: wall-clock time is not monotonic there
-        return _bucket_key(first.replace(tzinfo=None), interval) == _bucket_key(
-            last.replace(tzinfo=None), interval
-        )
+        return identity(t) == identity(t + timedelta(seconds=granule) - _TICK)
 
     return check
-
-
-def _ceil(value: datetime, granule: int) -> datetime:
-    seconds = value.timestamp()
-    return datetime.fromtimestamp(-(-seconds // granule) * granule, tz=UTC)
-
-
-def _floor(value: datetime, granule: int) -> datetime:
-    seconds = value.timestamp()
-    return datetime.fromtimestamp(seconds // granule * granule, tz=UTC)
 
 
 def _cover(
@@ -156,8 +141,8 @@ def _cover(
     (granule, usable_until), finer = tiers[0], tiers[1:]
     step = timedelta(seconds=granule)
     cursor = lo
-    t = _ceil(lo, granule)
-    last = min(_floor(hi, granule), _floor(usable_until, granule) if usable_until < ALWAYS else hi)
+    t = ceil_to(lo, granule)
+    last = min(floor_to(hi, granule), floor_to(usable_until, granule) if usable_until < ALWAYS else hi)
     while t + step <= last:
         if fits(t, granule):
             _cover(cursor, t, finer, fits, out)

@@ -66,9 +66,10 @@ def _runs_sql(
     params[f"{prefix}_los"] = [lo for lo, _ in runs]
     params[f"{prefix}_his"] = [hi for _, hi in runs]
     params[f"{prefix}_lo"], params[f"{prefix}_hi"] = runs[0][0], runs[-1][1]
-    # Each run's bucket once per run (its rows all share it when the plan says so).
+    # With `lateral` (every run inside one bucket), each run's bucket is computed once, as b.
+    bucket = ", time_bucket(CAST(:interval AS interval), lo, :tz) AS b" if lateral else ""
     runs_sql = (
-        f"(SELECT lo, hi, time_bucket(CAST(:interval AS interval), lo, :tz) AS b"
+        f"(SELECT lo, hi{bucket}"
         f" FROM unnest(CAST(:{prefix}_los AS timestamptz[]), CAST(:{prefix}_his AS timestamptz[]))"
         f" AS runs(lo, hi) OFFSET 0) AS {prefix}, LATERAL"
     )
@@ -99,13 +100,12 @@ def additive_statement(
         column = "time" if spec is None else "bucket"
         per_run = bucketed and part.one_bucket_per_run
         lateral, span = _runs_sql(column, index, part.runs, params, lateral=per_run)
-        # Rows of a run that lies inside one bucket share the bucket of the run's start.
-        bucketed_column = f"p{index}.lo" if per_run else column
-        bucket = (
-            f"time_bucket(CAST(:interval AS interval), {bucketed_column}, :tz) AS b"
-            if bucketed
-            else "NULL AS b"
-        )
+        if per_run:  # rows of a run that lies inside one bucket share the run's bucket
+            bucket = f"p{index}.b AS b"
+        elif bucketed:
+            bucket = f"time_bucket(CAST(:interval AS interval), {column}, :tz) AS b"
+        else:
+            bucket = "NULL AS b"
         if spec is None:
             measures = (
                 "count(*) AS events, count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"

@@ -19,10 +19,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.db.timescale import TimescaleInfo
 from src.api.errors import InvalidParameter
-from src.api.events.models import DAY, HOUR, TIER_NAMES
+from src.api.events.models import DAY, HOUR, QUARTER, TIER_NAMES
 from src.api.events.schemas import EventBucket
 from src.api.stats import repository
-from src.api.stats.params import QUARTER, BucketInterval, TimeRange, ceil_quarter, floor_quarter
+from src.api.stats.params import BucketInterval, TimeRange, ceil_quarter, floor_quarter
 from src.api.stats.planner import ALWAYS, Plan, raw_plan, tiered_plan
 from src.api.stats.question import ADDITIVE, DISTINCT, Question
 
