@@ -199,3 +199,46 @@ async def test_range_parameters(client: httpx.AsyncClient) -> None:
     )
     assert bad.status_code == 422
     assert (await client.get("/api/events/", params={"from": "yesterday"})).status_code == 422
+
+
+async def test_plain_and_fallback_posts_store_the_same_event(client: httpx.AsyncClient) -> None:
+    """The plain case is answered in front of FastAPI (src/api/ingest/single.py); a float, a
+    chunked body or an unusual content type goes through the route. All give the same event."""
+    at = (datetime.now(UTC) - timedelta(minutes=3)).replace(microsecond=0)
+    base = {
+        "page": "/same",
+        "time": at.isoformat(),
+        "referrer": "https://news.ycombinator.com/item",
+        "session_id": "s-same",
+        "properties": {"plan": "pro"},
+    }
+    headers = {"user-agent": IPHONE_UA, "x-forwarded-for": "203.0.113.9"}
+
+    async def chunked(body: bytes):  # type: ignore[no-untyped-def]
+        yield body
+
+    plain = await client.post("/api/events/", json={**base, "duration": 15}, headers=headers)
+    as_float = await client.post("/api/events/", json={**base, "duration": 15.0}, headers=headers)
+    streamed = await client.post(
+        "/api/events",
+        content=chunked(httpx.Request("POST", "/", json={**base, "duration": 15}).content),
+        headers={**headers, "content-type": "application/json"},
+    )
+    texty = await client.post(
+        "/api/events/",
+        content=httpx.Request("POST", "/", json={**base, "duration": 15}).content,
+        headers={**headers, "content-type": "application/json; charset=UTF-8 "},
+    )
+    answers = [r.json() for r in (plain, as_float, streamed, texty)]
+    assert [r.status_code for r in (plain, as_float, streamed, texty)] == [200] * 4, answers
+    ids = {a.pop("id") for a in answers}
+    assert len(ids) == 4
+    for a in answers:
+        for moment in ("received_at", "updated_at"):
+            a.pop(moment, None)
+    assert all(a == answers[0] for a in answers), answers
+    assert answers[0]["os"] == "iOS" and answers[0]["ip_address"] == "203.0.113.9"
+    assert answers[0]["time"].startswith(at.isoformat()[:19]) and answers[0]["duration"] == 15
+    for event_id in ids:
+        stored = (await client.get(f"/api/events/{event_id}")).json()
+        assert stored["page"] == "/same" and stored["referrer_domain"] == "news.ycombinator.com"

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import TypeAdapter, ValidationError
+from starlette.types import Scope
 
 from src.api.config import Settings, get_settings
 from src.api.errors import BadRequest, ServiceUnavailable
@@ -31,6 +32,7 @@ __all__ = [
     "batch_size_guard",
     "build_row",
     "client_ip_of",
+    "context_of_scope",
     "get_ingest_service",
     "request_context",
     "row_to_dict",
@@ -99,10 +101,14 @@ def client_ip_of(request: Request, trusted_proxies: tuple[str, ...]) -> str | No
 
 
 async def request_context(request: Request) -> RequestContext:
+    return context_of_scope(request.scope)
+
+
+def context_of_scope(scope: Scope) -> RequestContext:
     # One pass over the raw headers: every request pays for this, and starlette's Headers
     # scans the whole list again for each lookup.
     user_agent = forwarded = real_ip = None
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         if name == b"user-agent":
             user_agent = value.decode("latin-1")
         elif name == b"x-forwarded-for":
@@ -111,7 +117,7 @@ async def request_context(request: Request) -> RequestContext:
             forwarded = text if forwarded is None else f"{forwarded},{text}"
         elif name == b"x-real-ip" and real_ip is None:
             real_ip = value.decode("latin-1")
-    client = request.scope.get("client")
+    client = scope.get("client")
     peer = client[0] if client else None
     return RequestContext(
         user_agent=user_agent[:1024].replace("\x00", "") if user_agent else None,
@@ -270,8 +276,12 @@ class IngestService:
     async def ingest_one(self, event: EventCreate, context: RequestContext) -> tuple[EventRow, bool]:
         """The stored row, and whether it is new (False: that id and time were stored before)."""
         row = build_row(event, context)
+        return row, await self.store_one(row)
+
+    async def store_one(self, row: EventRow) -> bool:
+        """Commit one row; whether it is new."""
         written = await self.writer.submit_prepared(prepare_rows((row,), encode=False))
-        return row, written.inserted[0]
+        return written.inserted[0]
 
     async def ingest_rows(self, rows: Sequence[EventRow]) -> WriteResult:
         return await self.writer.submit(rows)
