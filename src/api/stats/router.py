@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import ORJSONResponse
 
 from src.api.db.engine import SessionDep
 from src.api.stats.dependencies import TimescaleDep
@@ -70,13 +71,6 @@ def _window(question: Question) -> dict[str, str]:
     }
 
 
-def _rows(rows: list[dict[str, Any]], tz: str) -> list[dict[str, Any]]:
-    for row in rows:
-        if "bucket" in row:
-            row["bucket"] = iso(row["bucket"], tz)
-    return rows
-
-
 @router.get("/timeseries")
 async def timeseries(
     request: Request,
@@ -87,7 +81,7 @@ async def timeseries(
     metrics: Annotated[str | None, Query(max_length=200)] = None,
     group_by: Annotated[str | None, Query(max_length=200)] = None,
     fill: bool = False,
-) -> dict[str, Any]:
+) -> ORJSONResponse:
     check_query_names(request.query_params, (*_COMMON, "interval", "metrics", "group_by", "fill"))
     bucket = parse_interval(interval)
     question = replace(
@@ -97,12 +91,11 @@ async def timeseries(
         group_by=parse_names(group_by, _DIMENSIONS, "group_by"),
     )
     result = await answer(session, timescale, question, fill=fill)
-    return {
-        "interval": bucket.sql,
-        **_window(question),
-        "source": result.source,
-        "rows": _rows(result.rows, question.tz),
-    }
+    # Thousands of rows: encoded by orjson straight away (buckets are zoned datetimes, written
+    # in ISO 8601 with their offset), not walked by FastAPI's encoder first.
+    return ORJSONResponse(
+        {"interval": bucket.sql, **_window(question), "source": result.source, "rows": result.rows}
+    )
 
 
 @router.get("/breakdown")
@@ -114,7 +107,7 @@ async def breakdown(
     dimension: Annotated[str, Query(max_length=32)] = "page",
     metrics: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-) -> dict[str, Any]:
+) -> ORJSONResponse:
     check_query_names(request.query_params, (*_COMMON, "dimension", "metrics", "limit"))
     (name,) = parse_names(dimension, _DIMENSIONS, "dimension")
     chosen = parse_names(metrics, METRICS, "metrics", ("events",))
@@ -122,7 +115,7 @@ async def breakdown(
     result = await answer(session, timescale, question)
     first = chosen[0]
     rows = sorted(result.rows, key=lambda r: (-(r[first] or 0), str(r[name])))[:limit]
-    return {"dimension": name, **_window(question), "source": result.source, "rows": rows}
+    return ORJSONResponse({"dimension": name, **_window(question), "source": result.source, "rows": rows})
 
 
 @router.get("/summary")
