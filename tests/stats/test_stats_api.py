@@ -324,3 +324,25 @@ async def test_late_events_under_the_watermark_stay_exact(
     await settle(engine, timescale)
     rollup = (await client.get("/api/stats/timeseries", params={**params, "source": "rollup"})).json()
     assert rollup["rows"] == body["rows"]
+
+
+@pytest.mark.parametrize("metrics", ["events", "visitors", "events,visitors"])
+async def test_rows_come_in_bucket_then_code_point_order(
+    client: httpx.AsyncClient, dataset: tuple[str, list[Made]], metrics: str
+) -> None:
+    """Bucket, then each dimension by code point with no value last — whichever statements
+    answer, and whatever the database's collation."""
+    site, made = dataset
+    body = (
+        await client.get(
+            "/api/stats/timeseries",
+            params=window(site_id=site, interval="1 day", group_by="referrer_domain,page", metrics=metrics),
+        )
+    ).json()
+    keys = [
+        (r["bucket"], r["referrer_domain"] is None, r["referrer_domain"] or "", r["page"])
+        for r in body["rows"]
+    ]
+    assert keys == sorted(keys)
+    assert len(keys) == len(set(keys)) > 20
+    assert sum(r.get("events", 0) for r in body["rows"]) in (0, len(made))
