@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel
@@ -37,8 +37,16 @@ _SETUP_LOCK_KEY = 0x45564E54  # "EVNT"
 
 
 async def _create_tables(conn: AsyncConnection, *names: object) -> None:
+    """The tables, and any index a newer version added to a table that already exists."""
     tables = [SQLModel.metadata.tables[str(name)] for name in names]
-    await conn.run_sync(lambda sync_conn: SQLModel.metadata.create_all(sync_conn, tables=tables))
+
+    def create(sync_conn: Connection) -> None:
+        SQLModel.metadata.create_all(sync_conn, tables=tables)
+        for table in tables:
+            for index in table.indexes:
+                index.create(sync_conn, checkfirst=True)
+
+    await conn.run_sync(create)
 
 
 @dataclass(frozen=True)
