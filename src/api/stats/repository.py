@@ -115,7 +115,7 @@ def additive_statement(
         if spec is None:
             measures = (
                 "count(*) AS events, count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
-                " sum(duration) AS duration_sum, count(duration) AS duration_count"
+                " COALESCE(sum(duration), 0) AS duration_sum, count(duration) AS duration_count"
             )
         else:
             pageviews = (
@@ -123,9 +123,10 @@ def additive_statement(
                 if spec.has_pageviews_column
                 else "sum(events) FILTER (WHERE event_type = 'pageview')"
             )
+            # bigint, never NULL: sums of bigint are numeric, which is slow to add up again.
             measures = (
-                f"sum(events) AS events, {pageviews} AS pageviews,"
-                " sum(duration_sum) AS duration_sum, sum(duration_count) AS duration_count"
+                f"sum(events)::bigint AS events, COALESCE({pageviews}, 0)::bigint AS pageviews,"
+                " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
             )
         # OFFSET 0 keeps a LATERAL subquery from being flattened into a join the planner may
         # turn inside out (a scan of the whole range joined with the runs).
@@ -134,15 +135,16 @@ def additive_statement(
         )
         source = f"{lateral} ({rows}) AS r" if lateral else f"({rows}) AS r"
         parts.append(f"SELECT {bucket}{dim_list}, {measures} FROM {source}{group_by}")
-    union = " UNION ALL ".join(f"({p})" for p in parts)
     outer_dims = "".join(f", {d}" for d in dims)
-    sql = (
-        f"SELECT b{outer_dims}, COALESCE(sum(events), 0)::bigint AS events,"
-        " COALESCE(sum(pageviews), 0)::bigint AS pageviews,"
-        " COALESCE(sum(duration_sum), 0)::bigint AS duration_sum,"
-        " COALESCE(sum(duration_count), 0)::bigint AS duration_count"
-        f" FROM ({union}) AS parts GROUP BY b{outer_dims}{_order(dims)}"
-    )
+    if len(parts) == 1:  # its groups are the answer's
+        sql = f"SELECT * FROM ({parts[0]}) AS parts{_order(dims)}"
+    else:
+        union = " UNION ALL ".join(f"({p})" for p in parts)
+        sql = (
+            f"SELECT b{outer_dims}, sum(events)::bigint AS events, sum(pageviews)::bigint AS pageviews,"
+            " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
+            f" FROM ({union}) AS parts GROUP BY b{outer_dims}{_order(dims)}"
+        )
     return _bind(sql, names), params
 
 
