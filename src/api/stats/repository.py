@@ -86,6 +86,10 @@ def _runs_sql(
     )
 
 
+# What additive_statement returns after (b, dimensions…), in this order.
+SUM_COLUMNS: tuple[str, ...] = ("events", "pageviews", "avg_duration")
+
+
 def additive_statement(
     plan: Plan,
     dims: Sequence[str],
@@ -94,8 +98,8 @@ def additive_statement(
     bucketed: bool,
     site: bool,
 ) -> tuple[TextClause, dict[str, Any]]:
-    """events, pageviews, duration_sum, duration_count per (bucket?, dims), each part of the
-    plan from its own relation, summed together; with the parameters of the parts' runs."""
+    """events, pageviews, avg_duration per (bucket?, dims), in the answer's order; each part of
+    the plan from its own relation, summed together; with the parameters of the parts' runs."""
     dim_list = _select_dims(dims)
     where, names = _filters_sql(filters, site)
     group_by = _group_ordinals(bucketed, dims)
@@ -136,14 +140,16 @@ def additive_statement(
         source = f"{lateral} ({rows}) AS r" if lateral else f"({rows}) AS r"
         parts.append(f"SELECT {bucket}{dim_list}, {measures} FROM {source}{group_by}")
     outer_dims = "".join(f", {d}" for d in dims)
+    average = "duration_sum::float8 / NULLIF(duration_count, 0) AS avg_duration"
     if len(parts) == 1:  # its groups are the answer's
-        sql = f"SELECT * FROM ({parts[0]}) AS parts{_order(dims)}"
+        sql = f"SELECT b{outer_dims}, events, pageviews, {average} FROM ({parts[0]}) AS parts{_order(dims)}"
     else:
         union = " UNION ALL ".join(f"({p})" for p in parts)
         sql = (
+            f"SELECT b{outer_dims}, events, pageviews, {average} FROM ("
             f"SELECT b{outer_dims}, sum(events)::bigint AS events, sum(pageviews)::bigint AS pageviews,"
             " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
-            f" FROM ({union}) AS parts GROUP BY b{outer_dims}{_order(dims)}"
+            f" FROM ({union}) AS parts GROUP BY b{outer_dims}) AS sums{_order(dims)}"
         )
     return _bind(sql, names), params
 

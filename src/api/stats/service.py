@@ -8,9 +8,10 @@ rows."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -114,8 +115,7 @@ async def answer(
     for name, values in question.filters.items():
         params[f"f_{name}"] = list(values)
     site = question.site_id is not None
-    zone = ZoneInfo(question.tz)
-    shape = _Shape(question, zone)
+    shape = _Shape(question)
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     # Both statements return their groups in the order of the answer; only groups added later
     # (a distinct count's group the sums lack, fill's empty buckets) call for a sort.
@@ -164,49 +164,39 @@ def _sortable(value: object) -> tuple[int, object]:
 
 
 class _Shape:
-    """Builds the answer's rows: bucket in the question's zone, dimensions, metrics in order.
-    Thousands of rows share a few hundred buckets, so each bucket is converted once."""
+    """Builds the answer's rows: bucket, dimensions, then the metrics in the question's order.
+    Buckets arrive as datetimes in the question's zone (use_zone set the session's), and
+    additive_statement's rows already hold the finished metrics, so a row is one zip."""
 
-    def __init__(self, question: Question, zone: ZoneInfo) -> None:
-        self.zone = zone
+    def __init__(self, question: Question) -> None:
+        dims = question.group_by
+        self.width = 1 + len(dims)
         self.bucketed = question.interval is not None
-        self.dims = question.group_by
-        self.width = 1 + len(self.dims)
         self.metrics = question.metrics
-        self.zoned: dict[datetime, datetime] = {}
-
-    def _start(self, key: Sequence[Any]) -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        bucket = key[0]
-        if self.bucketed and isinstance(bucket, datetime):
-            local = self.zoned.get(bucket)
-            if local is None:
-                local = self.zoned[bucket] = bucket.astimezone(self.zone)
-            row["bucket"] = local
-        for index, name in enumerate(self.dims, 1):
-            row[name] = key[index]
-        return row
+        self.key_names = (("bucket",) if self.bucketed else ()) + dims
+        key_slots = tuple(range(0 if self.bucketed else 1, self.width))
+        # A distinct metric reads the 0 appended after the sums until its statement fills it.
+        self.pad = any(m not in repository.SUM_COLUMNS for m in self.metrics)
+        padding = self.width + len(repository.SUM_COLUMNS)
+        metric_slots = tuple(
+            self.width + repository.SUM_COLUMNS.index(m) if m in repository.SUM_COLUMNS else padding
+            for m in self.metrics
+        )
+        self.names = (*self.key_names, *self.metrics)
+        slots = (*key_slots, *metric_slots)
+        self.pick: Callable[[Sequence[Any]], Sequence[Any]] = (
+            itemgetter(*slots) if len(slots) > 1 else lambda values: (values[slots[0]],)
+        )
 
     def empty(self, key: Sequence[Any]) -> dict[str, Any]:
-        row = self._start(key)
+        row = dict(zip(self.key_names, key if self.bucketed else key[1:], strict=True))
         for metric in self.metrics:
             row[metric] = None if metric == "avg_duration" else 0
         return row
 
-    def from_sums(self, values: Sequence[Any]) -> dict[str, Any]:
-        """A row of repository.additive_statement: key, events, pageviews, duration sum, count."""
-        row = self._start(values)
-        events, pageviews, duration_sum, duration_count = values[self.width :]
-        for metric in self.metrics:
-            if metric == "events":
-                row[metric] = events
-            elif metric == "pageviews":
-                row[metric] = pageviews
-            elif metric == "avg_duration":
-                row[metric] = duration_sum / duration_count if duration_count else None
-            else:  # a distinct count, filled in by its own statement
-                row[metric] = 0
-        return row
+    def from_sums(self, values: tuple[Any, ...]) -> dict[str, Any]:
+        """A row of repository.additive_statement: key, then SUM_COLUMNS."""
+        return dict(zip(self.names, self.pick((*values, 0) if self.pad else values), strict=True))
 
 
 def iso(value: datetime, tz: str) -> str:
