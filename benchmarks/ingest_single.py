@@ -127,12 +127,12 @@ def main() -> None:
     client = args.client
     if client == "wrk" and shutil.which("wrk") is None:
         print(
-            "wrk not found (apt-get install -y wrk); using the httpx client, which takes CPU from the server"
+            "wrk not found (apt-get install -y wrk); using the asyncio client, which takes CPU from the server"
         )
-        client = "httpx"
+        client = "asyncio"
     url = args.database_url or local_database_url()
-    truncate(url)
     with running_server(url, workers=args.workers) as (base, process):
+        truncate(url)  # after the server has created the tables of a new database
         if client == "wrk":
             figures = run_wrk(base, args.concurrency, args.seconds)
         else:
