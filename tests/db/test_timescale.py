@@ -80,6 +80,34 @@ async def test_apache_edition_has_its_own_rollup_hypertable(
     assert found is not None
 
 
+async def test_apache_rollups_are_indexed_by_their_keys_only(
+    engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    """Every rollup insert maintains each index: the primary key serves bucket ranges, so a
+    bucket-only index (TimescaleDB's default, made by older versions too) must not exist,
+    even after setup runs again over a database that has one."""
+    if timescale.has_continuous_aggregates:
+        pytest.skip("Community edition uses continuous aggregates instead")
+    async with engine.connect() as conn:
+        await conn.execute(
+            text("CREATE INDEX IF NOT EXISTS event_rollup_15m_bucket_idx ON event_rollup_15m (bucket)")
+        )
+        await conn.commit()
+    await setup_database(engine, get_settings())
+    async with engine.connect() as conn:
+        indexes = {
+            (row.tablename, row.indexdef.split(" USING ")[1])
+            for row in await conn.execute(
+                text("SELECT tablename, indexdef FROM pg_indexes WHERE tablename = ANY(:names)"),
+                {"names": list(ROLLUPS)},
+            )
+        }
+    assert ("event_rollup_15m", "btree (bucket)") not in indexes
+    for name in ROLLUPS:
+        defs = [d for t, d in indexes if t == name]
+        assert defs and all(not d.startswith("btree (bucket") or "site_id" in d for d in defs), (name, defs)
+
+
 async def test_community_edition_has_a_continuous_aggregate_and_policy(
     engine: AsyncEngine, timescale: TimescaleInfo
 ) -> None:
