@@ -117,8 +117,8 @@ async def answer(
     site = question.site_id is not None
     shape = _Shape(question)
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-    # Both statements return their groups in the order of the answer; only groups added later
-    # (a distinct count's group the sums lack, fill's empty buckets) call for a sort.
+    # Every statement returns its groups in the order of the answer; only groups added to those
+    # of an earlier statement (one the sums lacked, fill's empty buckets) call for a sort.
     ordered = True
     wanted_additive = any(m in ADDITIVE for m in question.metrics)
     wanted_distinct = any(m in DISTINCT for m in question.metrics)
@@ -132,12 +132,13 @@ async def answer(
         statement = repository.distinct_statement(
             metric, dims, question.filters, bucketed=bucketed, site=site
         )
+        first = not merged
         for row in await repository.rows(session, statement, params):
             key = row[: shape.width]
             found = merged.get(key)
             if found is None:
                 found = merged[key] = shape.empty(key)
-                ordered = ordered and not wanted_additive
+                ordered = ordered and first
             found[metric] = row[shape.width]
     if fill and bucketed:
         buckets = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
