@@ -149,7 +149,9 @@ def main() -> None:
             started = time.perf_counter()
         if not community:
             marks = asyncio.run(fill_tiers(url))
-            print(f"hourly and daily tiers filled by the rollup job in {time.perf_counter() - started:.0f} s: {marks}")
+            print(
+                f"hourly and daily tiers filled by the rollup job in {time.perf_counter() - started:.0f} s: {marks}"
+            )
             for name in ROLLUPS:
                 if name not in QUARTER_ROLLUPS:
                     conn.execute(f"ANALYZE {name}")

@@ -40,7 +40,12 @@ def running_server(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """uvicorn for one worker, gunicorn with uvicorn workers for more; yields (base URL, process)."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        **(extra_env or {}),
+    }
     bin_dir = Path(sys.executable).parent
     if workers == 1:
         command = [

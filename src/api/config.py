@@ -73,7 +73,7 @@ def get_settings() -> Settings:
         ingest_queue_max_events=config("INGEST_QUEUE_MAX_EVENTS", default=200_000, cast=int),
         ingest_flush_max_events=config("INGEST_FLUSH_MAX_EVENTS", default=5_000, cast=int),
         ingest_flush_interval=config("INGEST_FLUSH_INTERVAL", default=0.005, cast=float),
-        ingest_writers=config("INGEST_WRITERS", default=2, cast=int),
+        ingest_writers=config("INGEST_WRITERS", default=3, cast=int),
         api_keys=tuple(k for k in config("API_KEYS", default="", cast=Csv()) if k),
         trusted_proxies=tuple(config("TRUSTED_PROXIES", default="*", cast=Csv())),
         log_level=config("LOG_LEVEL", default="INFO"),

@@ -26,6 +26,12 @@ IDS: list[object] = [
     "{" + UUID + "}",
     UUID.replace("-", ""),
     "urn:uuid:" + UUID,
+    # 36 characters with dashes in place, but not 32 hex digits: a derived id, never a parse
+    UUID[:9] + " " + UUID[10:],
+    UUID[:9] + "g" + UUID[10:],
+    UUID[:9] + "_" + UUID[10:],
+    "+" + UUID[1:],
+    "\u00e9" + UUID[1:],
     "order-1",
     123,
     True,
