@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -104,6 +104,9 @@ def test_every_plan_covers_the_range_once_with_granules_inside_one_bucket(seed: 
         interval = rng.choice(
             [None, "15 minutes", "1 hour", "2 hours", "3 hours", "1 day", "1 week", "1 month"]
         )
+        # Clients may write the range in any offset: the plan must not read it as UTC.
+        written = timezone(timedelta(hours=rng.choice([0, 5, -4]), minutes=rng.choice([0, 45])))
+        start, end = start.astimezone(written), end.astimezone(written)
         q = question(start, end, interval, tz, group_by=tuple(rng.sample(["page", "os", "browser"], 1)))
         marks = {HOUR: start + timedelta(days=rng.randrange(0, 25)), DAY: ALWAYS}
         runs = sorted((lo, hi, part.relation) for part in tiered_plan(q, marks).parts for lo, hi in part.runs)

@@ -100,6 +100,12 @@ def bucket_identity(question: Question) -> Callable[[datetime], object] | None:
     interval = question.interval
     if interval is None:
         return None
+    if question.tz == "UTC":  # the default zone, and no offsets to look up
+
+        def utc_identity(t: datetime) -> object:
+            return _bucket_key(t.astimezone(UTC).replace(tzinfo=None), interval)
+
+        return utc_identity
     zone = ZoneInfo(question.tz)
 
     def identity(t: datetime) -> object:

@@ -126,7 +126,11 @@ async def answer(
         statement, runs = repository.additive_statement(
             chosen, dims, question.filters, bucketed=bucketed, site=site
         )
-        for row in await repository.rows(session, statement, {**params, **runs}):
+        sums = await repository.rows(session, statement, {**params, **runs})
+        if not wanted_distinct and not (fill and bucketed) and (sums or bucketed or dims):
+            # The statement's rows are the answer, one group each, already in order.
+            return Answer(source=_source(chosen, wanted_distinct), rows=list(map(shape.from_sums, sums)))
+        for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
     for metric in (m for m in question.metrics if m in DISTINCT):
         statement = repository.distinct_statement(
@@ -154,10 +158,13 @@ async def answer(
     rows = list(merged.values())
     if not ordered:
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
-    source = "raw"
-    if chosen.uses_rollup:
-        source = "rollup+raw" if chosen.has_raw or wanted_distinct else "rollup"
-    return Answer(source=source, rows=rows)
+    return Answer(source=_source(chosen, wanted_distinct), rows=rows)
+
+
+def _source(chosen: Plan, wanted_distinct: bool) -> str:
+    if not chosen.uses_rollup:
+        return "raw"
+    return "rollup+raw" if chosen.has_raw or wanted_distinct else "rollup"
 
 
 def _sortable(value: object) -> tuple[int, object]:
