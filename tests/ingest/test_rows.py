@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
 
-from src.api.events.schemas import MAX_FUTURE, EventCreate
+from src.api.events.schemas import _ID_NAMESPACE, MAX_FUTURE, EventCreate, _event_id
 from src.api.ingest.rows import RequestContext, build_row, fast_row
 from src.api.ingest.writer import EventRow
 from tests.events.test_enrichment import AGENTS
@@ -201,3 +201,14 @@ def test_boundaries_of_each_field() -> None:
         for value in values:
             check({"page": "/", name: value})
             check({"url": "https://a.example/x", name: value})
+
+
+def test_canonical_ids_parse_as_uuid_does() -> None:
+    for value in [UUID, UUID.upper(), *(v for v in IDS if isinstance(v, str) and len(v) == 36)]:
+        assert isinstance(value, str)
+        try:
+            expected = uuid.UUID(value)
+        except ValueError:
+            expected = uuid.uuid5(_ID_NAMESPACE, value)
+        assert _event_id(value) == expected, value
+        assert _event_id(value).bytes == expected.bytes

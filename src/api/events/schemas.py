@@ -29,11 +29,36 @@ MAX_PROPERTIES_BYTES = 64 * 1024
 _ID_NAMESPACE = uuid.UUID("6f1c1c5e-8a57-4a53-9d7e-3c1d0f3b7a11")
 
 
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
+
+
+def _canonical_uuid(value: str) -> uuid.UUID | None:
+    """The UUID of an 8-4-4-4-12 hex string, built without uuid.UUID's general parser (a third
+    of the time); None for any other form."""
+    if len(value) != 36 or not value[8] == value[13] == value[18] == value[23] == "-":
+        return None
+    try:
+        raw = bytes.fromhex(value.replace("-", ""))
+    except ValueError:
+        return None
+    if len(raw) != 16:  # fromhex skips whitespace
+        return None
+    made = _new_object(uuid.UUID)
+    _set_slot(made, "int", int.from_bytes(raw))
+    _set_slot(made, "is_safe", _UNKNOWN_SAFETY)
+    return made
+
+
 def _event_id(value: object) -> uuid.UUID:
     """A UUID as given, or a stable UUID derived from any other id (same id, same UUID)."""
     if isinstance(value, uuid.UUID):
         return value
     if isinstance(value, str):
+        canonical = _canonical_uuid(value)  # the usual form, parsed cheaply
+        if canonical is not None:
+            return canonical
         try:
             return uuid.UUID(value)
         except ValueError:

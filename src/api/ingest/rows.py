@@ -82,26 +82,6 @@ _PLAIN_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})?"
 ).fullmatch
 _INT4_MAX = 2_147_483_647
-_new_object = object.__new__
-_set_slot = object.__setattr__
-_UNKNOWN_SAFETY = uuid.SafeUUID.unknown
-
-
-def _canonical_uuid(value: str) -> uuid.UUID | None:
-    """The UUID of an 8-4-4-4-12 hex string, built without uuid.UUID's general parser (a third
-    of the time); None for any other form, which `_event_id` then reads."""
-    if len(value) != 36 or not value[8] == value[13] == value[18] == value[23] == "-":
-        return None
-    try:
-        raw = bytes.fromhex(value.replace("-", ""))
-    except ValueError:
-        return None
-    if len(raw) != 16:  # fromhex skips whitespace
-        return None
-    made = _new_object(uuid.UUID)
-    _set_slot(made, "int", int.from_bytes(raw))
-    _set_slot(made, "is_safe", _UNKNOWN_SAFETY)
-    return made
 
 
 def _text(value: object, limit: int) -> bool:
@@ -149,9 +129,8 @@ def fast_row(item: dict[str, Any], context: RequestContext, latest: datetime) ->
     if value is None:
         event_id = uuid.uuid4()
     else:
-        canonical = _canonical_uuid(value) if type(value) is str else None
         try:
-            event_id = canonical if canonical is not None else _event_id(value)
+            event_id = _event_id(value)
         except ValueError:
             return None
     value = get("time", _MISSING)

@@ -128,7 +128,8 @@ async def answer(
         )
         sums = await repository.rows(session, statement, {**params, **runs})
         if not wanted_distinct and not (fill and bucketed) and (sums or bucketed or dims):
-            # The statement's rows are the answer, one group each, already in order.
+            # The statement's rows are the answer, one group each, already in order. (A summary
+            # with no events at all still gets its row of zeros below.)
             return Answer(source=_source(chosen, wanted_distinct), rows=list(map(shape.from_sums, sums)))
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
