@@ -16,14 +16,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.db.timescale import TimescaleInfo
-from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS
+from src.api.events.models import ROLLUP_SPECS, ROLLUPS_BY_NAME, TIERS
 from src.api.jobs.rollup_tiers import advance_tiers
 from src.api.stats.params import TimeRange, parse_interval
 from src.api.stats.planner import ALWAYS, RAW, _bucket_key, tiered_plan
 from src.api.stats.question import Question
 from tests.stats.helpers import make_events, post_events, settle, utc
 
-EVERYWHERE = {HOUR: ALWAYS, DAY: ALWAYS}
+EVERYWHERE = {tier.name: ALWAYS for tier in TIERS}
 
 
 def question(
@@ -52,27 +52,40 @@ def test_utc_days_come_from_the_daily_tier() -> None:
     }
 
 
-def test_a_kathmandu_day_is_23_utc_hours_and_four_quarters() -> None:
+def test_a_kathmandu_day_is_24_hours_of_the_tier_at_quarter_past() -> None:
     zone = ZoneInfo("Asia/Kathmandu")
     start = datetime(2026, 10, 1, tzinfo=zone).astimezone(UTC)  # 18:15 UTC the day before
     q = question(start, start + timedelta(days=3), "1 day", "Asia/Kathmandu", group_by=("os",))
     parts = spans(tiered_plan(q, EVERYWHERE).parts)
-    assert set(parts) == {"event_rollup_1h_tech", "event_rollup_15m"}
-    assert [hi - lo for lo, hi in parts["event_rollup_1h_tech"]] == [timedelta(hours=23)] * 3
+    assert parts == {
+        "event_rollup_1h15_tech": [
+            (start + timedelta(days=d), start + timedelta(days=d + 1)) for d in range(3)
+        ]
+    }
     assert tiered_plan(q, EVERYWHERE).parts[0].one_bucket_per_run
-    quarters = parts["event_rollup_15m"]
-    assert sum((hi - lo for lo, hi in quarters), timedelta()) == timedelta(hours=3)
 
 
-def test_hourly_buckets_in_kathmandu_never_use_utc_hours() -> None:
-    q = question(utc(2026, 10, 1, 18, 15), utc(2026, 10, 4, 18, 15), "1 hour", "Asia/Kathmandu")
-    assert set(spans(tiered_plan(q, EVERYWHERE).parts)) == {"event_rollup_15m_site"}
+@pytest.mark.parametrize(
+    ("tz", "tier"), [("Asia/Kathmandu", "1h15"), ("Asia/Kolkata", "1h30"), ("America/St_Johns", "1h30")]
+)
+def test_hourly_buckets_use_the_tier_of_the_zones_hours(tz: str, tier: str) -> None:
+    start = utc(2026, 10, 1) - timedelta(minutes=15)  # ragged for every one of these zones
+    q = question(start, start + timedelta(days=3), "1 hour", tz, group_by=("page",))
+    parts = spans(tiered_plan(q, EVERYWHERE).parts)
+    assert set(parts) == {f"event_rollup_{tier}_page", "event_rollup_15m"}
+    # Only the two partial hours at the ends come from quarters: 71 of the 72 hours are whole.
+    assert sum((hi - lo for lo, hi in parts["event_rollup_15m"]), timedelta()) == timedelta(hours=1)
+
+
+def test_totals_in_any_zone_pair_utc_days_with_utc_hours() -> None:
+    q = question(utc(2026, 10, 1, 5), utc(2026, 10, 9, 7), None, "Asia/Kathmandu", group_by=("page",))
+    assert set(spans(tiered_plan(q, EVERYWHERE).parts)) == {"event_rollup_1d_page", "event_rollup_1h_page"}
 
 
 def test_tiers_stop_at_their_watermark_and_edges_are_raw() -> None:
     start, end = utc(2026, 10, 1, 0, 7), utc(2026, 10, 11, 5, 50)
     q = question(start, end, None)
-    parts = spans(tiered_plan(q, {HOUR: utc(2026, 10, 9, 3), DAY: utc(2026, 10, 5)}).parts)
+    parts = spans(tiered_plan(q, {"1h": utc(2026, 10, 9, 3), "1d": utc(2026, 10, 5)}).parts)
     assert parts["event_rollup_1d_site"] == [(utc(2026, 10, 2), utc(2026, 10, 5))]
     assert parts[RAW] == [(start, utc(2026, 10, 1, 0, 15)), (utc(2026, 10, 11, 5, 45), end)]
     assert parts["event_rollup_1h_site"][-1][1] == utc(2026, 10, 9, 3)
@@ -95,8 +108,9 @@ def test_every_plan_covers_the_range_once_with_granules_inside_one_bucket(seed: 
         "Australia/Lord_Howe",
         "Asia/Tehran",
         "Europe/London",
+        "Asia/Kolkata",
+        "America/St_Johns",
     ]
-    granule = {p.name: p.granule for p in ROLLUP_SPECS}
     for _ in range(40):
         start = utc(2026, 3, 1) + timedelta(minutes=rng.randrange(0, 300 * 24 * 60))
         end = start + timedelta(minutes=rng.randrange(60, 20 * 24 * 60), seconds=rng.randrange(60))
@@ -108,16 +122,22 @@ def test_every_plan_covers_the_range_once_with_granules_inside_one_bucket(seed: 
         written = timezone(timedelta(hours=rng.choice([0, 5, -4]), minutes=rng.choice([0, 45])))
         start, end = start.astimezone(written), end.astimezone(written)
         q = question(start, end, interval, tz, group_by=tuple(rng.sample(["page", "os", "browser"], 1)))
-        marks = {HOUR: start + timedelta(days=rng.randrange(0, 25)), DAY: ALWAYS}
+        marks = {t.name: start + timedelta(days=rng.randrange(0, 25)) for t in TIERS}
+        marks["1d"] = ALWAYS
         runs = sorted((lo, hi, part.relation) for part in tiered_plan(q, marks).parts for lo, hi in part.runs)
         assert runs[0][0] == start and runs[-1][1] == end
         assert all(a[1] == b[0] for a, b in itertools.pairwise(runs)), runs
         zone = ZoneInfo(tz)
         for lo, hi, relation in runs:
-            width = granule.get(relation, 0)
-            if width in (HOUR, DAY):
-                assert hi <= marks[width]
-            if q.interval is None or width not in (HOUR, DAY):
+            tier = ROLLUPS_BY_NAME[relation].tier if relation in ROLLUPS_BY_NAME else None
+            if tier is None:
+                continue
+            assert hi <= marks[tier.name]
+            assert (
+                (lo.timestamp() - tier.phase) % tier.granule == 0 == (hi - lo).total_seconds() % tier.granule
+            )
+            width = tier.granule
+            if q.interval is None:
                 continue
             # Every minute of every granule falls in the bucket of the granule's first minute.
             t = lo
@@ -140,7 +160,7 @@ SELECT count(*) FROM (
   SELECT {dims}, bucket, events, pageviews, duration_sum, duration_count
   FROM {name} WHERE site_id = :site AND events <> 0
   EXCEPT
-  SELECT {dims}, time_bucket(INTERVAL '{width}', time), count(*),
+  SELECT {dims}, {bucket}, count(*),
          count(*) FILTER (WHERE event_type = 'pageview'), sum(duration), count(duration)
   FROM event WHERE site_id = :site AND time > now() - INTERVAL '60 days' GROUP BY {dims}, 2
 ) AS differences
@@ -151,11 +171,10 @@ async def tier_mismatches(engine: AsyncEngine, site: str) -> dict[str, int]:
     found = {}
     async with engine.connect() as conn:
         for spec in ROLLUP_SPECS:
-            if spec.granule == QUARTER:
+            if spec.tier is None:
                 continue
-            width = "1 hour" if spec.granule == HOUR else "1 day"
             dims = ", ".join(spec.dimensions)
-            sql = TIER_VS_RAW.format(dims=dims, name=spec.name, width=width).replace(
+            sql = TIER_VS_RAW.format(dims=dims, name=spec.name, bucket=spec.tier.bucket("time")).replace(
                 ", 2", f", {len(spec.dimensions) + 1}"
             )
             found[spec.name] = (await conn.execute(text(sql), {"site": site})).scalar_one()

@@ -23,7 +23,7 @@ from src.api.events.models import (
     HOUR,
     ROLLUP_SPECS,
     ROLLUPS,
-    TIER_NAMES,
+    TIERS,
     Event,
     Rollup,
     RollupWatermark,
@@ -145,13 +145,13 @@ async def _create_rollup_table(conn: AsyncConnection, name: str, chunk_interval:
 async def _create_watermarks(conn: AsyncConnection) -> None:
     """Apache edition: one row per tier; NULL (nothing complete) until the rollup job first runs."""
     await _create_tables(conn, RollupWatermark.__tablename__)
-    for tier in TIER_NAMES.values():
+    for tier in TIERS:
         await conn.execute(
             text(
                 "INSERT INTO rollup_watermark (tier, complete_until) VALUES (:tier, NULL)"
                 " ON CONFLICT (tier) DO NOTHING"
             ),
-            {"tier": tier},
+            {"tier": tier.name},
         )
 
 
@@ -170,12 +170,13 @@ async def _create_continuous_aggregate(conn: AsyncConnection, spec: Rollup) -> N
             if spec.has_pageviews_column
             else ""
         )
+        bucket = spec.tier.bucket("time") if spec.tier else f"time_bucket(INTERVAL '{width}', time)"
         # Identifiers here are constants (src/api/events/models.py ROLLUP_SPECS), never input.
         await conn.execute(
             text(
                 f"CREATE MATERIALIZED VIEW {spec.name} WITH (timescaledb.continuous,"
                 " timescaledb.materialized_only = false) AS"
-                f" SELECT time_bucket(INTERVAL '{width}', time) AS bucket, {dims},"
+                f" SELECT {bucket} AS bucket, {dims},"
                 f" count(*) AS events,{pageviews} sum(duration)::bigint AS duration_sum,"
                 " count(duration) AS duration_count"
                 f" FROM event GROUP BY bucket, {dims} WITH NO DATA"

@@ -134,8 +134,39 @@ _DIMENSION_TYPES: dict[str, TypeEngine[str]] = {
 
 
 @dataclass(frozen=True)
+class Tier:
+    """A tier of rollups above the 15-minute ones: buckets of `granule` seconds that start
+    `phase` seconds after the UTC hour. Hours at :15 and :30 are the local hours of zones
+    whose offset is not whole hours (Asia/Kathmandu +05:45 starts its hours at :15 UTC,
+    Asia/Kolkata +05:30 and America/St_Johns -03:30 at :30); no zone in use starts them at :45."""
+
+    name: str  # the tables' infix and the watermark's key
+    granule: int
+    phase: int = 0
+
+    def bucket(self, column: str) -> str:
+        """SQL: the tier's bucket of `column` (a constant column name)."""
+        width = GRANULE_SQL[self.granule]
+        if not self.phase:
+            return f"time_bucket(INTERVAL '{width}', {column})"
+        origin = f"2000-01-03 00:{self.phase // 60:02d}:00+00"
+        return f"time_bucket(INTERVAL '{width}', {column}, origin => TIMESTAMPTZ '{origin}')"
+
+
+# Hours first: the daily tier is summed from the UTC hours.
+TIERS: tuple[Tier, ...] = (
+    Tier("1h", HOUR),
+    Tier("1h15", HOUR, 15 * 60),
+    Tier("1h30", HOUR, 30 * 60),
+    Tier("1d", DAY),
+)
+TIERS_BY_NAME: dict[str, Tier] = {tier.name: tier for tier in TIERS}
+
+
+@dataclass(frozen=True)
 class Rollup:
-    """One rollup relation: its bucket width (granule, in seconds) and the dimensions it keeps.
+    """One rollup relation: its bucket width (granule, in seconds), the dimensions it keeps,
+    and, above the 15-minute rollups, its tier.
 
     The 15-minute rollups derive pageviews from `event_type`; the tiers keep a `pageviews`
     column instead, so they need not keep `event_type` (and are that much smaller)."""
@@ -143,15 +174,20 @@ class Rollup:
     name: str
     granule: int
     dimensions: tuple[str, ...]
+    tier: Tier | None = None
 
     @property
     def has_pageviews_column(self) -> bool:
-        return self.granule != QUARTER
+        return self.tier is not None
+
+    @property
+    def phase(self) -> int:
+        return self.tier.phase if self.tier else 0
 
 
-# Hourly and daily tiers: the shapes that breakdowns and timeseries ask for most. They are
-# UTC-aligned; the stats planner uses a tier granule only where it lies inside one bucket of
-# the question (so a Kathmandu day is 23 whole UTC hours plus four quarter hours).
+# The shapes that breakdowns and timeseries ask for most, in every tier. The stats planner uses
+# a tier granule only where it lies inside one bucket of the question (so a New York day is 24
+# UTC hours, a Kathmandu day 24 hours of the :15 tier).
 TIER_SHAPES: dict[str, tuple[str, ...]] = {
     "site": ("site_id", "event_type"),
     "page": ("site_id", "page"),
@@ -159,8 +195,6 @@ TIER_SHAPES: dict[str, tuple[str, ...]] = {
     "tech": ("site_id", "os", "browser", "device"),
     "referrer": ("site_id", "referrer_domain"),
 }
-TIER_GRANULES: tuple[int, ...] = (HOUR, DAY)
-TIER_NAMES: dict[int, str] = {HOUR: "1h", DAY: "1d"}
 
 
 def _tier_table(name: str, dimensions: tuple[str, ...]) -> Table:
@@ -188,13 +222,13 @@ ROLLUP_SPECS: tuple[Rollup, ...] = (
     Rollup(EventRollup.__tablename__, QUARTER, ROLLUP_DIMENSIONS),
     Rollup(EventRollupSite.__tablename__, QUARTER, ("site_id", "event_type")),
     *(
-        Rollup(f"event_rollup_{TIER_NAMES[granule]}_{shape}", granule, dims)
-        for granule in TIER_GRANULES
+        Rollup(f"event_rollup_{tier.name}_{shape}", tier.granule, dims, tier)
+        for tier in TIERS
         for shape, dims in TIER_SHAPES.items()
     ),
 )
 for _spec in ROLLUP_SPECS:
-    if _spec.granule != QUARTER:
+    if _spec.tier is not None:
         _tier_table(_spec.name, _spec.dimensions)
 # name → dimensions: every rollup relation, and the 15-minute ones the writer keeps current.
 ROLLUPS: dict[str, tuple[str, ...]] = {spec.name: spec.dimensions for spec in ROLLUP_SPECS}

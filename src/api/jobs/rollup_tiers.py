@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.api.events.models import DAY, HOUR, TIER_NAMES
+from src.api.events.models import DAY, HOUR, TIERS
 from src.api.rollups import repository
 from src.api.stats.params import floor_to
 
@@ -29,26 +29,27 @@ async def advance_tiers(engine: AsyncEngine, now: datetime | None = None) -> dic
     several workers at once: the watermark row lock serialises them."""
     now = now or datetime.now(UTC)
     result: dict[str, datetime | None] = {}
-    for granule in (HOUR, DAY):  # days are summed from complete hours
-        tier = TIER_NAMES[granule]
-        target = floor_to(now - CLOSE_AFTER, granule)
-        hours = result.get(TIER_NAMES[HOUR])
-        if granule == DAY and hours is not None:
-            target = min(target, floor_to(hours, DAY))
+    for tier in TIERS:  # hours come first: days are summed from complete UTC hours
+        granule, phase = tier.granule, tier.phase
+        target = floor_to(now - CLOSE_AFTER, granule, phase)
+        finer = repository.SUMMED_FROM.get(tier.name)
+        finer_mark = result.get(finer) if finer else None
+        if finer_mark is not None:
+            target = min(target, floor_to(finer_mark, granule, phase))
         while True:
             async with engine.begin() as conn:
-                mark = await repository.lock_watermark(conn, tier)
+                mark = await repository.lock_watermark(conn, tier.name)
                 if mark is None:
                     oldest = await repository.oldest_quarter(conn)
-                    mark = min(floor_to(oldest, granule), target) if oldest else target
-                    await repository.move_watermark(conn, tier, mark)
+                    mark = min(floor_to(oldest, granule, phase), target) if oldest else target
+                    await repository.move_watermark(conn, tier.name, mark)
                 if mark >= target:
-                    result[tier] = mark
+                    result[tier.name] = mark
                     break
                 until = min(mark + _STEP[granule], target)
-                await repository.fill_tiers(conn, granule, mark, until)
-                await repository.move_watermark(conn, tier, until)
-                log.debug("rollup tier=%s filled_until=%s", tier, until.isoformat())
+                await repository.fill_tiers(conn, tier, mark, until)
+                await repository.move_watermark(conn, tier.name, until)
+                log.debug("rollup tier=%s filled_until=%s", tier.name, until.isoformat())
     return result
 
 

@@ -23,15 +23,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from src.api.events.models import (
-    DAY,
-    GRANULE_SQL,
-    HOUR,
     QUARTER_ROLLUPS,
     ROLLUP_DIMENSIONS,
     ROLLUP_SPECS,
-    TIER_NAMES,
+    TIERS_BY_NAME,
     EventRollup,
     Rollup,
+    Tier,
 )
 
 _WIDE = ", ".join(ROLLUP_DIMENSIONS)
@@ -92,13 +90,10 @@ def maintenance_ctes(source: str, sign: int = 1) -> str:
         "tier_watermark AS (SELECT tier, complete_until FROM rollup_watermark FOR KEY SHARE)",
     ]
     for spec in ROLLUP_SPECS:
-        if spec.granule in TIER_NAMES:
-            where = (
-                " WHERE bucket < (SELECT complete_until FROM tier_watermark"
-                f" WHERE tier = '{TIER_NAMES[spec.granule]}')"
-            )
-            bucket = f"time_bucket(INTERVAL '{GRANULE_SQL[spec.granule]}', bucket)"
-            ctes.append(_upsert(spec, _sums(spec, "rollup_groups", bucket, where)))
+        if spec.tier is not None:
+            mark = f"(SELECT complete_until FROM tier_watermark WHERE tier = '{spec.tier.name}')"
+            where = f" WHERE bucket < {mark}"
+            ctes.append(_upsert(spec, _sums(spec, "rollup_groups", spec.tier.bucket("bucket"), where)))
         else:
             assert spec.name in QUARTER_ROLLUPS
             ctes.append(_upsert(spec, _sums(spec, "rollup_groups", "bucket")))
@@ -124,20 +119,27 @@ async def oldest_quarter(conn: AsyncConnection) -> datetime | None:
     return value
 
 
+# A tier summed from another's complete rows rather than from the wide 15-minute rollup.
+SUMMED_FROM: dict[str, str] = {"1d": "1h"}
+assert all(TIERS_BY_NAME[f].phase == TIERS_BY_NAME[t].phase for t, f in SUMMED_FROM.items())
+
+
 def _source(spec: Rollup) -> str:
-    """Hours come from the wide 15-minute rollup, days from the hourly tier of their shape
+    """Hours come from the wide 15-minute rollup, days from the UTC hourly tier of their shape
     (complete there: the job fills days only below the hourly watermark)."""
-    if spec.granule == DAY:
-        return spec.name.replace(f"_{TIER_NAMES[DAY]}_", f"_{TIER_NAMES[HOUR]}_", 1)
+    assert spec.tier is not None
+    finer = SUMMED_FROM.get(spec.tier.name)
+    if finer is not None:
+        return spec.name.replace(f"_{spec.tier.name}_", f"_{finer}_", 1)
     return EventRollup.__tablename__
 
 
-async def fill_tiers(conn: AsyncConnection, granule: int, start: datetime, end: datetime) -> None:
-    """Add [start, end) to every tier of this granule."""
-    bucket = f"time_bucket(INTERVAL '{GRANULE_SQL[granule]}', bucket)"
+async def fill_tiers(conn: AsyncConnection, tier: Tier, start: datetime, end: datetime) -> None:
+    """Add [start, end) to every rollup of this tier."""
+    bucket = tier.bucket("bucket")
     where = " WHERE bucket >= :start AND bucket < :end"
     for spec in TIER_SPECS:
-        if spec.granule == granule:
+        if spec.tier == tier:
             source = _source(spec)
             select = _sums(spec, source, bucket, where, tier_source=source != EventRollup.__tablename__)
             statement = f"WITH {_upsert(spec, select)}"

@@ -101,14 +101,15 @@ def _aware(value: datetime, tz: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
 
 
-def floor_to(value: datetime, seconds: int) -> datetime:
-    """The UTC-aligned multiple of `seconds` at or before `value` (a quarter, hour, day)."""
+def floor_to(value: datetime, seconds: int, phase: int = 0) -> datetime:
+    """The UTC-aligned multiple of `seconds` (a quarter, hour, day), shifted on by `phase`
+    seconds (an hour that starts at :15), at or before `value`."""
     whole = int(value.timestamp())
-    return datetime.fromtimestamp(whole - whole % seconds, tz=UTC)
+    return datetime.fromtimestamp(whole - (whole - phase) % seconds, tz=UTC)
 
 
-def ceil_to(value: datetime, seconds: int) -> datetime:
-    floor = floor_to(value, seconds)
+def ceil_to(value: datetime, seconds: int, phase: int = 0) -> datetime:
+    floor = floor_to(value, seconds, phase)
     return floor if floor == value else floor + timedelta(seconds=seconds)
 
 

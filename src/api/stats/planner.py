@@ -1,10 +1,11 @@
 """Which relation answers which part of a question's time range.
 
-The range is covered, coarsest first, by UTC days of the daily tier, UTC hours of the hourly
-tier, quarter hours of a 15-minute rollup, and raw events for the ragged edges. A tier granule
-is used only where it lies inside one bucket of the question (in its zone) — so a New York day
-is one UTC day's worth of hours, a Kathmandu day is 23 whole UTC hours plus four quarter hours —
-and, on the Apache edition, below the tier's watermark. Every part is bucketed with the same
+The range is covered, coarsest first, by UTC days of the daily tier, hours of the hourly tier
+whose hours are the zone's (UTC hours, or hours at :15 or :30 for zones such as Kathmandu and
+Kolkata), quarter hours of a 15-minute rollup, and raw events for the ragged edges. A tier
+granule is used only where it lies inside one bucket of the question (in its zone) — so a New
+York day is 24 UTC hours, a Kathmandu day 24 hours of the :15 tier — and, on the Apache
+edition, below the tier's watermark. Every part is bucketed with the same
 `time_bucket(interval, t, tz)`, so the parts add up to exactly what raw events give."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS, ROLLUPS_BY_NAME, Rollup
+from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS, ROLLUPS_BY_NAME, TIERS, Rollup, Tier
 from src.api.stats.params import BucketInterval, ceil_quarter, ceil_to, floor_quarter, floor_to
 from src.api.stats.question import Question
 
@@ -79,9 +80,10 @@ _CARDINALITY: dict[str, int] = {
 }
 
 
-def narrowest(granule: int, needed: set[str]) -> str | None:
-    """The smallest rollup of this granule that keeps every needed dimension."""
-    fitting = [s for s in ROLLUP_SPECS if s.granule == granule and needed <= set(s.dimensions)]
+def narrowest(tier: Tier | None, needed: set[str]) -> str | None:
+    """The smallest rollup of this tier (None: the 15-minute rollups) that keeps every needed
+    dimension."""
+    fitting = [s for s in ROLLUP_SPECS if s.tier == tier and needed <= set(s.dimensions)]
     if not fitting:
         return None
     return min(fitting, key=lambda s: sum(_CARDINALITY[d] for d in s.dimensions)).name
@@ -134,7 +136,7 @@ def inside_one_bucket(question: Question) -> Callable[[datetime, int], bool]:
 def _cover(
     lo: datetime,
     hi: datetime,
-    tiers: list[tuple[int, datetime]],
+    tiers: list[tuple[Tier, datetime]],
     fits: Callable[[datetime, int], bool],
     out: list[tuple[int, datetime, datetime]],
 ) -> None:
@@ -144,11 +146,15 @@ def _cover(
     if not tiers:
         out.append((QUARTER, lo, hi))
         return
-    (granule, usable_until), finer = tiers[0], tiers[1:]
+    (tier, usable_until), finer = tiers[0], tiers[1:]
+    granule, phase = tier.granule, tier.phase
     step = timedelta(seconds=granule)
     cursor = lo
-    t = ceil_to(lo, granule)
-    last = min(floor_to(hi, granule), floor_to(usable_until, granule) if usable_until < ALWAYS else hi)
+    t = ceil_to(lo, granule, phase)
+    last = min(
+        floor_to(hi, granule, phase),
+        floor_to(usable_until, granule, phase) if usable_until < ALWAYS else hi,
+    )
     while t + step <= last:
         if fits(t, granule):
             _cover(cursor, t, finer, fits, out)
@@ -172,20 +178,33 @@ def _merge(pieces: list[Run], identity: Callable[[datetime], object] | None) -> 
     return runs
 
 
-def tiered_plan(question: Question, usable_until: Mapping[int, datetime | None]) -> Plan:
-    """The plan for a question the 15-minute rollup can serve (see service.rollup_obstacle)."""
+def hour_phase(question: Question) -> int:
+    """Where the zone's local hours start, in seconds past the UTC hour (Kathmandu, +05:45:
+    at :15), read at the start of the range. Totals and breakdowns pair UTC hours with UTC
+    days, whatever the zone."""
+    if question.interval is None or question.tz == "UTC":
+        return 0
+    offset = question.window.start.astimezone(ZoneInfo(question.tz)).utcoffset() or timedelta(0)
+    return int(-offset.total_seconds()) % HOUR
+
+
+def tiered_plan(question: Question, usable_until: Mapping[str, datetime | None]) -> Plan:
+    """The plan for a question the 15-minute rollup can serve (see service.rollup_obstacle);
+    `usable_until` maps tier names to how far each is complete."""
     start, end = question.window.start, question.window.end
     needed = needed_dimensions(question)
-    quarter = narrowest(QUARTER, needed)
+    quarter = narrowest(None, needed)
     assert quarter is not None  # the wide 15-minute rollup keeps every dimension
-    tiers: list[tuple[int, datetime]] = []
+    phase = hour_phase(question)
+    hours = [t for t in TIERS if t.granule == HOUR and t.phase in (phase, 0)][-1:]  # the zone's, else UTC's
+    tiers: list[tuple[Tier, datetime]] = []
     relations: dict[int, str] = {QUARTER: quarter}
-    for granule in (DAY, HOUR):
-        relation = narrowest(granule, needed)
-        until = usable_until.get(granule)
+    for tier in [t for t in TIERS if t.granule == DAY] + hours:
+        relation = narrowest(tier, needed)
+        until = usable_until.get(tier.name)
         if relation is not None and until is not None:
-            tiers.append((granule, until))
-            relations[granule] = relation
+            tiers.append((tier, until))
+            relations[tier.granule] = relation
     pieces: list[tuple[int, datetime, datetime]] = []
     mid_lo, mid_hi = ceil_quarter(start), floor_quarter(end)
     _cover(mid_lo, mid_hi, tiers, inside_one_bucket(question), pieces)

@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.db.timescale import TimescaleInfo
 from src.api.errors import InvalidParameter
-from src.api.events.models import DAY, HOUR, QUARTER, TIER_NAMES
+from src.api.events.models import QUARTER, TIERS
 from src.api.events.schemas import EventBucket
 from src.api.stats import repository
 from src.api.stats.params import BucketInterval, TimeRange, ceil_quarter, floor_quarter
@@ -65,10 +65,9 @@ async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Questi
             )
         return raw_plan(question)
     if timescale.has_continuous_aggregates:
-        usable_until: dict[int, datetime | None] = {HOUR: ALWAYS, DAY: ALWAYS}
+        usable_until: dict[str, datetime | None] = {tier.name: ALWAYS for tier in TIERS}
     else:
-        marks = await repository.tier_watermarks(session)
-        usable_until = {granule: marks.get(name) for granule, name in TIER_NAMES.items()}
+        usable_until = await repository.tier_watermarks(session)
     chosen = tiered_plan(question, usable_until)
     if question.source == "auto" and timescale.has_continuous_aggregates:
         start, end = question.window.start, question.window.end
