@@ -210,6 +210,26 @@ async def test_rollup_and_raw_give_identical_rows(
         assert rollup.json()["rows"] == raw.json()["rows"], params
 
 
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kathmandu", "Asia/Kolkata"])
+@pytest.mark.parametrize(
+    ("interval", "group_by"), [("1 hour", "page,os"), ("1 day", "page"), ("1 hour", "os")]
+)
+async def test_tier_rows_that_are_whole_groups_equal_raw(
+    client: httpx.AsyncClient, dataset: tuple[str, list[Made]], tz: str, interval: str, group_by: str
+) -> None:
+    """Questions whose tier rows are the answer's groups as they are (no re-aggregation), over
+    a ragged range, across New York's DST change, with and without a fixed site."""
+    site, _ = dataset
+    params = window(tz=tz, interval=interval, group_by=group_by, metrics="events,pageviews,avg_duration")
+    params["from"] = (START + timedelta(hours=5, minutes=7)).isoformat()
+    for scope in ({"site_id": site}, {"page": ["/", "/about", "/pricing"]}):
+        rollup = await client.get("/api/stats/timeseries", params={**params, **scope, "source": "rollup"})
+        raw = await client.get("/api/stats/timeseries", params={**params, **scope, "source": "raw"})
+        assert rollup.status_code == raw.status_code == 200, rollup.text
+        assert rollup.json()["rows"] == raw.json()["rows"], (tz, interval, group_by, scope)
+        assert raw.json()["rows"]
+
+
 async def test_planner_uses_raw_when_the_rollup_cannot_answer(
     client: httpx.AsyncClient, dataset: tuple[str, list[Made]]
 ) -> None:

@@ -82,6 +82,27 @@ def test_totals_in_any_zone_pair_utc_days_with_utc_hours() -> None:
     assert set(spans(tiered_plan(q, EVERYWHERE).parts)) == {"event_rollup_1d_page", "event_rollup_1h_page"}
 
 
+def test_tier_rows_are_whole_groups_only_when_nothing_would_merge_them() -> None:
+    def whole(tz: str, interval: str | None, group_by: tuple[str, ...], site: str | None = "s") -> bool:
+        start = utc(2026, 10, 20, 6, 7)  # ragged, and before New York's DST change
+        q = question(start, start + timedelta(days=4), interval, tz, group_by=group_by, site_id=site)
+        return any(part.whole_groups for part in tiered_plan(q, EVERYWHERE).parts)
+
+    assert whole("UTC", "1 hour", ("page", "os"))
+    assert whole("Asia/Kathmandu", "1 hour", ("os", "page"))
+    assert whole("UTC", "1 day", ("page",))
+    assert not whole("UTC", "1 hour", ("page", "os"), site=None)  # each site has its row
+    assert whole("UTC", "1 hour", ("page",))  # the page tier's rows
+    assert not whole("UTC", "1 hour", ("page", "operating_system"))  # several OS are Other
+    assert not whole("UTC", "2 hours", ("page", "os"))
+    assert not whole("UTC", None, ("page", "os"))
+    assert whole("America/New_York", "1 hour", ("page", "os"))
+    late = question(
+        utc(2026, 10, 30), utc(2026, 11, 3), "1 hour", "America/New_York", group_by=("page", "os")
+    )
+    assert not any(p.whole_groups for p in tiered_plan(late, EVERYWHERE).parts)  # 1 a.m. twice
+
+
 def test_tiers_stop_at_their_watermark_and_edges_are_raw() -> None:
     start, end = utc(2026, 10, 1, 0, 7), utc(2026, 10, 11, 5, 50)
     q = question(start, end, None)
@@ -246,3 +267,34 @@ async def test_the_job_and_concurrent_late_writes_count_each_event_once(
     await asyncio.gather(job(), *(post(bodies[i : i + 50]) for i in range(0, len(bodies), 50)))
     await settle(engine, timescale)
     assert await tier_mismatches(engine, site) == {}
+
+
+@pytest.mark.anyio
+async def test_groups_whose_events_were_all_deleted_are_gone_from_rollup_answers(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    """Deleting every event of a group leaves its rollup rows at zero; the rollup path must not
+    answer with them, just as the raw path has no such group."""
+    site = f"gone-{uuid.uuid4().hex[:8]}"
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    bodies, _ = make_events(site, start, 24, 400, seed=24)
+    await post_events(client, bodies)
+    await settle(engine, timescale)
+    page = bodies[0]["page"]
+    for body in bodies:
+        if body["page"] == page:
+            assert (await client.delete(f"/api/events/{body['id']}")).status_code == 200
+    await settle(engine, timescale)
+    window = {"site_id": site, "from": start.isoformat(), "to": (start + timedelta(days=1)).isoformat()}
+    for params in (
+        {"interval": "1 hour", "group_by": "page"},
+        {"interval": "1 day", "group_by": "page,os"},
+        {"interval": "15 minutes", "group_by": "page"},
+    ):
+        answers = [
+            (await client.get("/api/stats/timeseries", params={**window, **params, "source": s})).json()
+            for s in ("rollup", "raw")
+        ]
+        assert answers[0]["source"] == "rollup"
+        assert answers[0]["rows"] == answers[1]["rows"], params
+        assert page not in {row["page"] for row in answers[0]["rows"]}

@@ -36,6 +36,9 @@ class Part:
     runs: tuple[Run, ...]
     # Each run lies inside one bucket of the question: bucket it once per run, not per row.
     one_bucket_per_run: bool = False
+    # Each row of the relation is a group of the answer on its own: every granule is a whole
+    # bucket, no other part reads those buckets, and every dimension it keeps is grouped by.
+    whole_groups: bool = False
 
     @property
     def spec(self) -> Rollup | None:
@@ -188,6 +191,27 @@ def hour_phase(question: Question) -> int:
     return int(-offset.total_seconds()) % HOUR
 
 
+def _whole_groups(question: Question, spec: Rollup) -> bool:
+    """Whether each row of a tier is one group of the answer: the bucket is the granule, with
+    one UTC offset over the whole range (so no two granules, nor a granule and another part's
+    time, share a bucket, as the repeated hour of a fall-back night would), and the question
+    fixes the site or groups by it, and groups by every other dimension the tier keeps, as the
+    column itself."""
+    interval = question.interval
+    if spec.tier is None or interval is None or interval.months or interval.seconds != spec.granule:
+        return False
+    for dimension in spec.dimensions:
+        if dimension not in question.group_by and not (dimension == "site_id" and question.site_id):
+            return False
+    if question.tz == "UTC":
+        return True
+    # No zone changes its offset and back within a day: a daily sample finds every change.
+    zone, start, end = ZoneInfo(question.tz), question.window.start, question.window.end
+    days = int((end - start) / timedelta(days=1))
+    moments = [start + timedelta(days=d) for d in range(days + 1)] + [end]
+    return len({t.astimezone(zone).utcoffset() for t in moments}) == 1
+
+
 def tiered_plan(question: Question, usable_until: Mapping[str, datetime | None]) -> Plan:
     """The plan for a question the 15-minute rollup can serve (see service.rollup_obstacle);
     `usable_until` maps tier names to how far each is complete."""
@@ -221,7 +245,8 @@ def tiered_plan(question: Question, usable_until: Mapping[str, datetime | None])
         granules = sum((hi - lo).total_seconds() for lo, hi in mine) / granule
         per_run = identity is not None and granule != QUARTER and granules >= _PER_RUN_MIN * len(split)
         runs = split if per_run else _merge(mine, None)
-        parts.append(Part(relations[granule], granule, tuple(runs), one_bucket_per_run=per_run))
+        whole = not per_run and _whole_groups(question, ROLLUPS_BY_NAME[relations[granule]])
+        parts.append(Part(relations[granule], granule, tuple(runs), per_run, whole))
     edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
     if edges:
         parts.append(Part(RAW, 0, edges))

@@ -105,11 +105,25 @@ def additive_statement(
     group_by = _group_ordinals(bucketed, dims)
     params: dict[str, Any] = {}
     parts = []
+    whole = []  # parts whose rows are groups of the answer as they are (planner.Part.whole_groups)
     for index, part in enumerate(plan.parts):
         spec = part.spec
         column = "time" if spec is None else "bucket"
         per_run = bucketed and part.one_bucket_per_run
         lateral, span = _runs_sql(column, index, part.runs, params, lateral=per_run)
+        # OFFSET 0 keeps a LATERAL subquery from being flattened into a join the planner may
+        # turn inside out (a scan of the whole range joined with the runs).
+        # A rollup row whose events were all deleted stays, at zero: it is no group of the answer.
+        kept = "" if spec is None else " AND events <> 0"
+        rows = f"SELECT * FROM {RELATIONS[part.relation]} WHERE {span}{where}{kept}" + (
+            " OFFSET 0" if lateral else ""
+        )
+        source = f"{lateral} ({rows}) AS r" if lateral else f"({rows}) AS r"
+        if part.whole_groups:
+            # Each granule is a whole bucket, so its start is the bucket: nothing to aggregate.
+            measures = "events, pageviews, duration_sum, duration_count"
+            whole.append(f"SELECT bucket AS b{dim_list}, {measures} FROM {source}")
+            continue
         if per_run:  # rows of a run that lies inside one bucket share the run's bucket
             bucket = f"p{index}.b AS b"
         elif bucketed:
@@ -132,25 +146,19 @@ def additive_statement(
                 f"sum(events)::bigint AS events, COALESCE({pageviews}, 0)::bigint AS pageviews,"
                 " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
             )
-        # OFFSET 0 keeps a LATERAL subquery from being flattened into a join the planner may
-        # turn inside out (a scan of the whole range joined with the runs).
-        rows = f"SELECT * FROM {RELATIONS[part.relation]} WHERE {span}{where}" + (
-            " OFFSET 0" if lateral else ""
-        )
-        source = f"{lateral} ({rows}) AS r" if lateral else f"({rows}) AS r"
         parts.append(f"SELECT {bucket}{dim_list}, {measures} FROM {source}{group_by}")
     outer_dims = "".join(f", {d}" for d in dims)
     average = "duration_sum::float8 / NULLIF(duration_count, 0) AS avg_duration"
-    if len(parts) == 1:  # its groups are the answer's
-        sql = f"SELECT b{outer_dims}, events, pageviews, {average} FROM ({parts[0]}) AS parts{_order(dims)}"
-    else:
+    if len(parts) > 1:  # the parts' groups may share a bucket: sum them
         union = " UNION ALL ".join(f"({p})" for p in parts)
-        sql = (
-            f"SELECT b{outer_dims}, events, pageviews, {average} FROM ("
+        parts = [
             f"SELECT b{outer_dims}, sum(events)::bigint AS events, sum(pageviews)::bigint AS pageviews,"
             " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
-            f" FROM ({union}) AS parts GROUP BY b{outer_dims}) AS sums{_order(dims)}"
-        )
+            f" FROM ({union}) AS parts GROUP BY b{outer_dims}"
+        ]
+    # Whole-group rows share no bucket with any other part's: they join the sums as they are.
+    groups = " UNION ALL ".join(f"({p})" for p in whole + parts)
+    sql = f"SELECT b{outer_dims}, events, pageviews, {average} FROM ({groups}) AS sums{_order(dims)}"
     return _bind(sql, names), params
 
 
