@@ -88,12 +88,16 @@ def maintenance_ctes(source: str, sign: int = 1) -> str:
     ctes = [
         _groups(source, sign),
         "tier_watermark AS (SELECT tier, complete_until FROM rollup_watermark FOR KEY SHARE)",
+        # The groups below some tier's watermark, picked out once: usually none (events arrive
+        # as they happen), and then the tiers' upserts each read nothing.
+        "late_groups AS (SELECT * FROM rollup_groups"
+        " WHERE bucket < (SELECT max(complete_until) FROM tier_watermark))",
     ]
     for spec in ROLLUP_SPECS:
         if spec.tier is not None:
             mark = f"(SELECT complete_until FROM tier_watermark WHERE tier = '{spec.tier.name}')"
             where = f" WHERE bucket < {mark}"
-            ctes.append(_upsert(spec, _sums(spec, "rollup_groups", spec.tier.bucket("bucket"), where)))
+            ctes.append(_upsert(spec, _sums(spec, "late_groups", spec.tier.bucket("bucket"), where)))
         else:
             assert spec.name in QUARTER_ROLLUPS
             ctes.append(_upsert(spec, _sums(spec, "rollup_groups", "bucket")))
