@@ -181,6 +181,10 @@ def _merge(pieces: list[Run], identity: Callable[[datetime], object] | None) -> 
     return runs
 
 
+_DAILY: tuple[Tier, ...] = tuple(t for t in TIERS if t.granule == DAY)
+_HOURLY: dict[int, Tier] = {t.phase: t for t in TIERS if t.granule == HOUR}  # by phase
+
+
 def hour_phase(question: Question) -> int:
     """Where the zone's local hours start, in seconds past the UTC hour (Kathmandu, +05:45:
     at :15), read at the start of the range. Totals and breakdowns pair UTC hours with UTC
@@ -219,11 +223,10 @@ def tiered_plan(question: Question, usable_until: Mapping[str, datetime | None])
     needed = needed_dimensions(question)
     quarter = narrowest(None, needed)
     assert quarter is not None  # the wide 15-minute rollup keeps every dimension
-    phase = hour_phase(question)
-    hours = [t for t in TIERS if t.granule == HOUR and t.phase in (phase, 0)][-1:]  # the zone's, else UTC's
+    hours = _HOURLY.get(hour_phase(question), _HOURLY[0])  # the zone's hours, else UTC's
     tiers: list[tuple[Tier, datetime]] = []
     relations: dict[int, str] = {QUARTER: quarter}
-    for tier in [t for t in TIERS if t.granule == DAY] + hours:
+    for tier in (*_DAILY, hours):
         relation = narrowest(tier, needed)
         until = usable_until.get(tier.name)
         if relation is not None and until is not None:
