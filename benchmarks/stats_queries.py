@@ -17,7 +17,7 @@ import httpx
 from benchmarks.server import local_database_url
 
 FIVE_PAGES = ["/", "/pricing", "/blog/1", "/docs/2", "/help/3"]
-QUERIES = {
+QUERIES: dict[str, tuple[str, dict[str, str | list[str]]]] = {
     # The original GET /api/events/?duration=1 hour&pages=… question: a few pages by OS.
     "hourly page x os, 5 pages": (
         "/api/stats/timeseries",

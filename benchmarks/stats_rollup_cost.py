@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import statistics
 import time
+from datetime import UTC, datetime
 
 import psycopg
 
 from benchmarks.generate import rows, setup
 from benchmarks.server import local_database_url
 from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUPS
-from src.api.ingest.writer import _COPY_SQL, _INSERT_SQL, _INSERT_WITH_ROLLUP_SQL, _STAGE_DDL
+from src.api.ingest.writer import _COPY_SQL, _STAGE_DDL, copy_insert_sql
 
 
 def main() -> None:
@@ -25,17 +26,25 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="batches per mode")
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--days", type=float, default=1.0, help="time spread of the events")
+    parser.add_argument(
+        "--late",
+        action="store_true",
+        help="every tier complete up to now, so every event is late (a backfill: the tiers' upserts run too)",
+    )
     args = parser.parse_args()
     url = args.database_url or local_database_url("analytics_bench_rollup")
     asyncio.run(setup(url))
     plain = url.replace("postgresql+psycopg://", "postgresql://")
     timings: dict[str, list[float]] = {"plain": [], "with rollups": []}
-    statements = {"plain": _INSERT_SQL, "with rollups": _INSERT_WITH_ROLLUP_SQL}
-    source = rows(args.batches * 2 * args.batch_size, args.days, seed=7)  # type: ignore[arg-type]
+    statements = {"plain": copy_insert_sql(rollup=False), "with rollups": copy_insert_sql(rollup=True)}
+    source = rows(args.batches * 2 * args.batch_size, args.days, seed=7)
     with psycopg.connect(plain) as conn:
         conn.execute("TRUNCATE event")
         for name in ROLLUPS:
             conn.execute(f"TRUNCATE {name}")
+        conn.execute(
+            "UPDATE rollup_watermark SET complete_until = %s", (datetime.now(UTC) if args.late else None,)
+        )
         conn.execute(_STAGE_DDL)
         conn.commit()
         for index in range(args.batches * 2):
@@ -52,7 +61,9 @@ def main() -> None:
             conn.commit()
             timings[mode].append(time.perf_counter() - started)
     print(
-        f"{args.batches} batches of {args.batch_size:,} per mode, {len(EVENT_COPY_COLUMNS)} columns, rollups: {', '.join(ROLLUPS)}"
+        f"{args.batches} batches of {args.batch_size:,} per mode over {args.days} day(s),"
+        f" {'late (below every tier watermark)' if args.late else 'current'} events,"
+        f" {len(EVENT_COPY_COLUMNS)} columns, {len(ROLLUPS)} rollups"
     )
     for mode, values in timings.items():
         median = statistics.median(values)

@@ -13,6 +13,6 @@ fi
 echo "[test] ruff" >&2
 .venv/bin/ruff check src tests benchmarks
 echo "[test] mypy" >&2
-.venv/bin/mypy src
+.venv/bin/mypy src benchmarks
 echo "[test] pytest" >&2
 exec .venv/bin/pytest "$@"

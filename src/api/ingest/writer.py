@@ -99,6 +99,12 @@ def _insert(source: str, returning: str, *, rollup: bool, on_conflict: bool = Tr
     return sql + returning
 
 
+def copy_insert_sql(*, rollup: bool) -> str:
+    """The statement that moves a staged flush into `event` (with ON CONFLICT DO NOTHING),
+    upserting the rollups when `rollup`; it returns the staged keys it skipped."""
+    return _insert(_FROM_STAGE, _SKIPPED, rollup=rollup)
+
+
 def _values_source(rows: int) -> str:
     # $n placeholders for psycopg's raw cursor: no per-call placeholder conversion, which
     # psycopg does not cache for statements with this many parameters.
@@ -237,7 +243,7 @@ class IngestWriter:
     ) -> None:
         self._engine = engine
         self._rollup = maintain_rollup
-        self._copy_insert_sql = _insert(_FROM_STAGE, _SKIPPED, rollup=maintain_rollup)
+        self._copy_insert_sql = copy_insert_sql(rollup=maintain_rollup)
         # Without ON CONFLICT: about a fifth less database work, and correct while no key is
         # stored twice — the primary key refuses a duplicate, and the flush is redone with
         # ON CONFLICT DO NOTHING (see _write).
