@@ -17,7 +17,13 @@ import psycopg
 from benchmarks.ingest_batches import AGENTS
 from benchmarks.server import local_database_url
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, QUARTER_ROLLUPS, ROLLUPS
+from src.api.events.models import (
+    EVENT_COPY_COLUMNS,
+    EVENT_COPY_TYPES,
+    QUARTER_BUCKETS,
+    QUARTER_ROLLUPS,
+    ROLLUPS,
+)
 
 SITES = ["site-1", "site-2", "site-3"]
 SECTIONS = ["blog", "docs", "product", "help", "news"]
@@ -134,7 +140,7 @@ def main() -> None:
                 conn.execute(f"TRUNCATE {name}")
                 conn.execute(
                     f"INSERT INTO {name} (bucket, {dims}, events, duration_sum, duration_count)"
-                    f" SELECT time_bucket(INTERVAL '15 minutes', time) AS b, {dims}, count(*), sum(duration),"
+                    f" SELECT {QUARTER_BUCKETS.bucket('time')} AS b, {dims}, count(*), sum(duration),"
                     f" count(duration) FROM event GROUP BY b, {dims}"
                 )
             else:  # a tier: the rollup job fills it below

@@ -170,13 +170,12 @@ async def _create_continuous_aggregate(conn: AsyncConnection, spec: Rollup) -> N
             if spec.has_pageviews_column
             else ""
         )
-        bucket = spec.tier.bucket("time") if spec.tier else f"time_bucket(INTERVAL '{width}', time)"
         # Identifiers here are constants (src/api/events/models.py ROLLUP_SPECS), never input.
         await conn.execute(
             text(
                 f"CREATE MATERIALIZED VIEW {spec.name} WITH (timescaledb.continuous,"
                 " timescaledb.materialized_only = false) AS"
-                f" SELECT {bucket} AS bucket, {dims},"
+                f" SELECT {spec.bucket('time')} AS bucket, {dims},"
                 f" count(*) AS events,{pageviews} sum(duration)::bigint AS duration_sum,"
                 " count(duration) AS duration_count"
                 f" FROM event GROUP BY bucket, {dims} WITH NO DATA"

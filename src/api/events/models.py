@@ -161,6 +161,8 @@ TIERS: tuple[Tier, ...] = (
     Tier("1d", DAY),
 )
 TIERS_BY_NAME: dict[str, Tier] = {tier.name: tier for tier in TIERS}
+# The 15-minute buckets every rollup starts from (not a tier: no table, no watermark of its own).
+QUARTER_BUCKETS = Tier("15m", QUARTER)
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,10 @@ class Rollup:
     @property
     def phase(self) -> int:
         return self.tier.phase if self.tier else 0
+
+    def bucket(self, column: str) -> str:
+        """SQL: the rollup's bucket of `column` (a constant column name)."""
+        return (self.tier or QUARTER_BUCKETS).bucket(column)
 
 
 # The shapes that breakdowns and timeseries ask for most, in every tier. The stats planner uses

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from src.api.events.models import (
+    QUARTER_BUCKETS,
     QUARTER_ROLLUPS,
     ROLLUP_DIMENSIONS,
     ROLLUP_SPECS,
@@ -42,7 +43,7 @@ def _groups(source: str, sign: int) -> str:
     # hundred rows) instead of scanning the rows again. Sums of counts and sums are exact.
     negate = "-" if sign < 0 else ""
     return f"""rollup_groups AS (
-    SELECT time_bucket(INTERVAL '15 minutes', time) AS bucket, {_WIDE},
+    SELECT {QUARTER_BUCKETS.bucket("time")} AS bucket, {_WIDE},
            {negate}count(*) AS events, {negate}sum(duration) AS duration_sum,
            {negate}count(duration) AS duration_count
     FROM {source}
