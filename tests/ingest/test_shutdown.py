@@ -26,6 +26,10 @@ from tests.ingest.test_writer import stored_ids
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
+# Events per request: 40 such requests are several of the writer's flushes (5,000 events each),
+# so when the first is answered the others are still being read, queued or committed, however
+# fast the machine (with 100 each, one flush could answer all 40 at once).
+PER_REQUEST = 1000
 
 
 def free_port() -> int:
@@ -63,7 +67,7 @@ async def test_sigterm_flushes_every_acknowledged_event(engine: AsyncEngine) -> 
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits) as http:
 
             async def post(i: int) -> tuple[set[str], httpx.Response | None]:
-                ids = {str(uuid.uuid5(uuid.NAMESPACE_URL, f"{site}/{i}/{j}")) for j in range(100)}
+                ids = {str(uuid.uuid5(uuid.NAMESPACE_URL, f"{site}/{i}/{j}")) for j in range(PER_REQUEST)}
                 events = [{"id": id_, "site_id": site, "page": f"/{i}"} for id_ in ids]
                 try:
                     return ids, await http.post("/api/events/batch", json={"events": events})
@@ -87,7 +91,7 @@ async def test_sigterm_flushes_every_acknowledged_event(engine: AsyncEngine) -> 
     assert acknowledged, "some requests should have been acknowledged"
     assert in_flight > 0, "the signal should arrive with requests in flight"
     for _, response in acknowledged:
-        assert response.json() == {"accepted": 100, "duplicates": 0, "rejected": []}
+        assert response.json() == {"accepted": PER_REQUEST, "duplicates": 0, "rejected": []}
     stored = await stored_ids(engine, site)
     promised = set().union(*(ids for ids, _ in acknowledged))
     assert promised <= stored
