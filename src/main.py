@@ -9,18 +9,29 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import psycopg
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import ORJSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException
 
 from src.api.compat.collect import router as collect_router
 from src.api.compat.interview import router as interview_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
-from src.api.config import get_settings
+from src.api.config import Settings, get_settings
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
-from src.api.errors import AppError, app_error_handler
+from src.api.errors import (
+    AppError,
+    app_error_handler,
+    database_error_handler,
+    http_error_handler,
+    unexpected_error_handler,
+    validation_error_handler,
+)
 from src.api.events.router import router as events_router
 from src.api.ingest.service import IngestService
 from src.api.ingest.writer import IngestWriter
@@ -82,16 +93,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
-def create_app() -> FastAPI:
-    settings = get_settings()
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app, built with `settings` (the environment's by default); the lifespan reads the
+    environment's for what it starts."""
+    settings = settings or get_settings()
+    docs = settings.docs_enabled
     application = FastAPI(
         title="Event analytics",
         version="1.0.0",
         lifespan=lifespan,
         redirect_slashes=False,
         default_response_class=ORJSONResponse,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
+    # Every error is JSON (docs/errors.md); database failures are 503s, never their text.
     application.add_exception_handler(AppError, app_error_handler)
+    application.add_exception_handler(HTTPException, http_error_handler)
+    application.add_exception_handler(RequestValidationError, validation_error_handler)
+    for database_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, psycopg.Error):
+        application.add_exception_handler(database_error, database_error_handler)
+    application.add_exception_handler(Exception, unexpected_error_handler)
     application.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),

@@ -52,6 +52,8 @@ class Settings:
     api_keys: tuple[str, ...]
     trusted_proxies: tuple[str, ...]
     log_level: str
+    stats_statement_timeout: float
+    docs_enabled: bool
 
 
 @lru_cache
@@ -77,4 +79,6 @@ def get_settings() -> Settings:
         api_keys=tuple(k for k in config("API_KEYS", default="", cast=Csv()) if k),
         trusted_proxies=tuple(config("TRUSTED_PROXIES", default="*", cast=Csv())),
         log_level=config("LOG_LEVEL", default="INFO"),
+        stats_statement_timeout=config("STATS_STATEMENT_TIMEOUT", default=30.0, cast=float),
+        docs_enabled=config("DOCS_ENABLED", default=True, cast=bool),
     )
