@@ -18,7 +18,7 @@ from src.api.errors import InvalidParameter
 from src.api.jobs.retention import retention_cutoff
 from src.api.stats import repository
 from src.api.stats.dependencies import TimescaleDep
-from src.api.stats.params import TimeRange, ceil_quarter
+from src.api.stats.params import QueryText, TimeRange, ceil_quarter, check_year
 from src.api.stats.question import Question
 from src.api.stats.service import answer
 
@@ -29,11 +29,13 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-def _days(start: date, end: date, name: str) -> TimeRange:
+def _days(start: date, end: date, start_name: str = "from_date", end_name: str = "to") -> TimeRange:
+    check_year(start, start_name)
+    check_year(end, end_name)
     if end < start:
-        raise InvalidParameter(("query", name), "must not be before from_date", end.isoformat())
+        raise InvalidParameter(("query", end_name), "must not be before from_date", end.isoformat())
     if (end - start).days > 3660:
-        raise InvalidParameter(("query", name), "the range must be at most 10 years", end.isoformat())
+        raise InvalidParameter(("query", end_name), "the range must be at most 10 years", end.isoformat())
     return TimeRange(start=_day_start(start), end=_day_start(end) + timedelta(days=1))
 
 
@@ -41,11 +43,11 @@ def _days(start: date, end: date, name: str) -> TimeRange:
 async def site_stats(
     session: SessionDep,
     timescale: TimescaleDep,
-    site_id: Annotated[str | None, Query(max_length=128)] = None,
+    site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     day: Annotated[date | None, Query(alias="date")] = None,
 ) -> dict[str, Any]:
     if day is not None:
-        window = _days(day, day, "date")
+        window = _days(day, day, "date", "date")
     else:
         now = datetime.now(UTC)
         window = TimeRange(start=retention_cutoff(now), end=ceil_quarter(now + timedelta(hours=1)))
@@ -77,7 +79,7 @@ async def daily_active_users(
     from_date: date,
     to: date,
 ) -> dict[str, list[dict[str, Any]]]:
-    window = _days(from_date, to, "to")
+    window = _days(from_date, to)
     counts = await repository.daily_users(session, window.start, window.end)
     days = (to - from_date).days + 1
     data = []
@@ -95,7 +97,7 @@ async def top_events(
     to: date,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, list[dict[str, Any]]]:
-    window = _days(from_date, to, "to")
+    window = _days(from_date, to)
     result = await answer(session, timescale, Question(window=window, group_by=("event_type",)))
     rows = sorted(result.rows, key=lambda r: (-r["events"], r["event_type"]))[:limit]
     return {"data": [{"event_type": r["event_type"], "count": r["events"]} for r in rows]}
@@ -110,6 +112,7 @@ async def retention(
 ) -> dict[str, Any]:
     """The cohort is the users active in the window starting at start_date; retention_windows
     gives, for each of the `windows` windows after it, the percentage of the cohort active again."""
+    check_year(start_date, "start_date")
     step = timedelta(weeks=1) if window_type == "week" else timedelta(days=1)
     start = _day_start(start_date)
     counts = await repository.retention_counts(

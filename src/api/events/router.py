@@ -9,13 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import ORJSONResponse
 from fastapi.routing import APIRoute
+from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep
 from src.api.errors import InvalidParameter, NotFound
 from src.api.events import repository
 from src.api.events.schemas import BatchResult, EventBucket, EventCreate, EventPublic
-from src.api.ingest.body import read_json_body
+from src.api.ingest.body import check_json_media_type, read_json_body
 from src.api.ingest.service import (
     IngestDep,
     RequestContextDep,
@@ -27,7 +29,7 @@ from src.api.ingest.service import (
 from src.api.ingest.single import single_event_app
 from src.api.jobs.retention import retention_cutoff
 from src.api.stats.dependencies import TimescaleDep
-from src.api.stats.params import parse_interval, parse_range
+from src.api.stats.params import QueryText, parse_interval, parse_range
 from src.api.stats.service import page_os_buckets
 
 router = APIRouter(prefix="/api/events", tags=["events"])
@@ -48,12 +50,45 @@ DEFAULT_PAGES: tuple[str, ...] = (
 )
 
 
+class EventIdConvertor(StringConvertor):
+    """A path segment that is not the name of a sibling route. With a plain `{event_id}`,
+    GET /api/events/batch is GET /api/events/{event_id} with a bad id (422); excluded here, it
+    is the batch route's wrong method (405). Any other segment still reaches the route, whose
+    UUID validation names a bad id."""
+
+    regex = "(?!batch$)[^/]+"
+
+
+register_url_convertor("event_id", EventIdConvertor())
+
+
+def _json_body_only(route_app: ASGIApp) -> ASGIApp:
+    """The route's app behind the ingest routes' content-type rule (src/api/ingest/body.py):
+    415 before the body is read; text/plain (sendBeacon) and any +json type parsed as JSON."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope["headers"]
+        for index, (name, value) in enumerate(headers):
+            if name == b"content-type":
+                check_json_media_type(value.decode("latin-1"))
+                media_type = value.split(b";", 1)[0].strip().lower()
+                # FastAPI parses only application/json and application/*+json bodies as JSON.
+                if not media_type.startswith(b"application/"):
+                    headers = [*headers[:index], (name, b"application/json"), *headers[index + 1 :]]
+                    scope = {**scope, "headers": headers}
+                break
+        await route_app(scope, receive, send)
+
+    return app
+
+
 class SingleEventRoute(APIRoute):
-    """The hottest route: plain events are answered in front of FastAPI (src/api/ingest/single.py)."""
+    """The hottest route: plain events are answered in front of FastAPI (src/api/ingest/single.py);
+    what that leaves to FastAPI meets the same content-type rule as every ingest route."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = single_event_app(self.app)
+        self.app = single_event_app(_json_body_only(self.app))
 
 
 async def create_event(event: EventCreate, request: Request) -> Response:
@@ -85,8 +120,8 @@ async def create_events(request: Request, ingest: IngestDep, context: RequestCon
 async def read_event_buckets(
     session: SessionDep,
     timescale: TimescaleDep,
-    duration: Annotated[str, Query(max_length=32)] = "1 day",
-    pages: Annotated[list[str] | None, Query(max_length=200)] = None,
+    duration: Annotated[QueryText, Query(max_length=32)] = "1 day",
+    pages: Annotated[list[QueryText] | None, Query(max_length=200)] = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> list[EventBucket]:
@@ -97,7 +132,7 @@ async def read_event_buckets(
     )
 
 
-@router.get("/{event_id}", response_model=EventPublic)
+@router.get("/{event_id:event_id}", response_model=EventPublic)
 async def read_event(event_id: uuid.UUID, session: SessionDep) -> EventPublic:
     event = await repository.get_event(session, event_id, retention_cutoff(datetime.now(UTC)))
     if event is None:
@@ -105,7 +140,7 @@ async def read_event(event_id: uuid.UUID, session: SessionDep) -> EventPublic:
     return EventPublic.model_validate(event, from_attributes=True)
 
 
-@router.delete("/{event_id}")
+@router.delete("/{event_id:event_id}")
 async def delete_event(event_id: uuid.UUID, session: SessionDep, timescale: TimescaleDep) -> dict[str, str]:
     deleted = await repository.delete_event(
         session,

@@ -14,24 +14,33 @@ if TYPE_CHECKING:
     from src.api.ingest.service import IngestService
 
 
+def check_json_media_type(content_type: str | None) -> None:
+    """415 for a declared content type that cannot carry JSON; none declared is read as JSON."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    # text/plain is what navigator.sendBeacon sends; it carries JSON all the same.
+    json_like = media_type in ("application/json", "text/plain") or media_type.endswith("+json")
+    if media_type and not json_like:
+        raise UnsupportedMediaType(f"content type {media_type!r} is not supported; send application/json")
+
+
 async def read_json_body(request: Request, max_bytes: int, *, allow_empty: bool = False) -> object:
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
+    # Before anything is read: an unreadable body is refused whatever its size, even empty.
+    check_json_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     size = int(declared) if declared and declared.isdigit() else max_bytes
     if size > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     ingest: IngestService | None = getattr(request.app.state, "ingest", None)
     if ingest is None:  # an app without the ingestion service (never in the service itself)
-        return await _read(request, media_type, max_bytes, allow_empty)
+        return await _read(request, max_bytes, allow_empty)
     # Under overload, refuse before reading: a full pipeline cannot take these events anyway,
     # and bodies being parsed are memory too.
     ingest.check_open()
     with ingest.reading_body(size):
-        return await _read(request, media_type, max_bytes, allow_empty)
+        return await _read(request, max_bytes, allow_empty)
 
 
-async def _read(request: Request, media_type: str, max_bytes: int, allow_empty: bool) -> object:
+async def _read(request: Request, max_bytes: int, allow_empty: bool) -> object:
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
@@ -41,10 +50,6 @@ async def _read(request: Request, media_type: str, max_bytes: int, allow_empty: 
         if allow_empty:
             return None
         raise BadRequest("request body is empty; send a JSON object")
-    # text/plain is what navigator.sendBeacon sends; it carries JSON all the same.
-    json_like = media_type in ("application/json", "text/plain") or media_type.endswith("+json")
-    if media_type and not json_like:
-        raise UnsupportedMediaType(f"content type {media_type!r} is not supported; send application/json")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator
 
 from src.api.errors import InvalidParameter
 from src.api.events.models import QUARTER
@@ -27,6 +30,28 @@ for _names, _canonical, _seconds in (
 _INTERVAL_RE = re.compile(r"^\s*(\d{1,5})\s*([a-z]+)\s*$")
 MAX_RANGE = timedelta(days=3660)
 DEFAULT_RANGE = timedelta(days=30)
+# Dates and times a question may name: far enough from datetime's year 9999 that the day and
+# range arithmetic on them (the next day, a window after a cohort) cannot overflow.
+MIN_YEAR, MAX_YEAR = 1970, 9000
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: bound as a parameter, it fails the statement.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Every free-text query parameter (site ids, filter values, names) is one of these.
+QueryText = Annotated[str, AfterValidator(_no_nul)]
+
+
+def check_year(value: date, name: str) -> None:
+    """A 422 for a date (or a time) outside MIN_YEAR..MAX_YEAR."""
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise InvalidParameter(
+            ("query", name), f"must lie between {MIN_YEAR} and {MAX_YEAR}", value.isoformat()
+        )
 
 
 @dataclass(frozen=True)
@@ -128,12 +153,17 @@ def parse_range(
 
     A default end is now rounded up to the next quarter hour, so default windows line up with
     the 15-minute rollup and every event up to now is inside them."""
+    # The years first: `to` near year 1 has no default `from` before it to compute.
+    if start is not None:
+        check_year(start, "from")
+    if end is not None:
+        check_year(end, "to")
     end_at = _aware(end, tz) if end else ceil_quarter(datetime.now(UTC))
     start_at = _aware(start, tz) if start else end_at - default
     if start_at >= end_at:
         raise InvalidParameter(("query", "from"), "must be before 'to'", start_at.isoformat())
-    if start_at.year < 1970 or end_at.year > 9000:
-        raise InvalidParameter(("query", "from"), "must lie between 1970 and 9000", start_at.isoformat())
+    if start_at.year < MIN_YEAR:  # a default `from` before 1970
+        raise InvalidParameter(("query", "to"), f"must lie after {MIN_YEAR}", end_at.isoformat())
     if end_at - start_at > MAX_RANGE:
         raise InvalidParameter(("query", "from"), "the range must be at most 10 years", start_at.isoformat())
     return TimeRange(start=start_at, end=end_at)

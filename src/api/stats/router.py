@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
 
 from src.api.db.engine import SessionDep
+from src.api.errors import InvalidParameter
 from src.api.stats.dependencies import TimescaleDep
-from src.api.stats.params import parse_interval, parse_range, parse_timezone
+from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
 from src.api.stats.question import (
     DIMENSION_SQL,
     FILTERS,
@@ -27,15 +28,15 @@ router = APIRouter(prefix="/api/stats", tags=["stats"])
 
 _COMMON = ("site_id", "from", "to", "tz", "source", *FILTERS)
 _DIMENSIONS = tuple(DIMENSION_SQL)
-TextList = Annotated[list[str] | None, Query(max_length=200)]
+TextList = Annotated[list[QueryText] | None, Query(max_length=200)]
 
 
 async def base_question(
     request: Request,
-    site_id: Annotated[str | None, Query(max_length=128)] = None,
+    site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
-    tz: Annotated[str | None, Query(max_length=64)] = None,
+    tz: Annotated[QueryText | None, Query(max_length=64)] = None,
     source: Source = "auto",
     page: TextList = None,
     event_type: TextList = None,
@@ -77,9 +78,9 @@ async def timeseries(
     session: SessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
-    interval: Annotated[str, Query(max_length=32)] = "1 hour",
-    metrics: Annotated[str | None, Query(max_length=200)] = None,
-    group_by: Annotated[str | None, Query(max_length=200)] = None,
+    interval: Annotated[QueryText, Query(max_length=32)] = "1 hour",
+    metrics: Annotated[QueryText | None, Query(max_length=200)] = None,
+    group_by: Annotated[QueryText | None, Query(max_length=200)] = None,
     fill: bool = False,
 ) -> ORJSONResponse:
     check_query_names(request.query_params, (*_COMMON, "interval", "metrics", "group_by", "fill"))
@@ -104,12 +105,17 @@ async def breakdown(
     session: SessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
-    dimension: Annotated[str, Query(max_length=32)] = "page",
-    metrics: Annotated[str | None, Query(max_length=200)] = None,
+    dimension: Annotated[QueryText, Query(max_length=32)] = "page",
+    metrics: Annotated[QueryText | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> ORJSONResponse:
     check_query_names(request.query_params, (*_COMMON, "dimension", "metrics", "limit"))
-    (name,) = parse_names(dimension, _DIMENSIONS, "dimension")
+    names = parse_names(dimension, _DIMENSIONS, "dimension")
+    if len(names) != 1:
+        raise InvalidParameter(
+            ("query", "dimension"), f"must be exactly one of: {', '.join(_DIMENSIONS)}", dimension
+        )
+    (name,) = names
     chosen = parse_names(metrics, METRICS, "metrics", ("events",))
     question = replace(base, metrics=chosen, group_by=(name,))
     result = await answer(session, timescale, question)
@@ -133,7 +139,7 @@ async def realtime(
     request: Request,
     session: SessionDep,
     timescale: TimescaleDep,
-    site_id: Annotated[str | None, Query(max_length=128)] = None,
+    site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
     check_query_names(request.query_params, ("site_id",))
     now = datetime.now(UTC)
