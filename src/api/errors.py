@@ -148,14 +148,25 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": json_safe(errors)}, status_code=422)
 
 
+# Server answers that mean "not now" rather than "not this query": connection failures (class
+# 08), the server going away or not yet accepting connections (57P0x), no connection slot free.
+_SERVER_GOING = frozenset(("57P01", "57P02", "57P03", "57P04", "57P05", "53300"))
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether a database error means the database cannot be reached or used right now
-    (refused, lost mid-query, shutting down, out of connections), not a fault of the query."""
+    (refused, lost mid-query, shutting down, out of connections), not a fault of the query.
+    Like the ingest writer's classification: out of memory or locks, retried, would fail
+    again, so those stay errors of the request (500)."""
     if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
         return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    original = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    state = getattr(original, "sqlstate", None)
+    if isinstance(original, psycopg.Error) and state:
+        return state.startswith("08") or state in _SERVER_GOING
+    return isinstance(original, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:

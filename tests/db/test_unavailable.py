@@ -14,16 +14,19 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from src.api.config import get_settings
 from src.api.db.engine import create_engine, get_session, get_statement_timeout
+from src.api.errors import is_unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -254,3 +257,25 @@ async def test_the_timeout_applies_to_every_transaction_of_the_request(app: Fast
     with contextlib.suppress(StopAsyncIteration):
         await anext(sessions)
     assert first == second == "2500ms"
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (psycopg.OperationalError("connection refused"), True),  # no answer from the server
+        (psycopg.errors.AdminShutdown("terminating connection"), True),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
+        (psycopg.errors.TooManyConnections("too many clients already"), True),
+        (psycopg.errors.ConnectionFailure("connection failure"), True),
+        # The server answered about this query: retried, it would fail again.
+        (psycopg.errors.OutOfMemory("out of memory"), False),
+        (psycopg.errors.LockNotAvailable("could not obtain lock"), False),
+        (psycopg.errors.QueryCanceled("statement timeout"), False),  # the session's 504
+        (psycopg.errors.NumericValueOutOfRange("out of range"), False),
+    ],
+)
+def test_which_database_errors_mean_unavailable(error: psycopg.Error, unavailable: bool) -> None:
+    # Wrapped as SQLAlchemy raises them from a statement.
+    wrapped = sa_exc.DBAPIError.instance("SELECT 1", {}, error, psycopg.Error)
+    assert is_unavailable(wrapped) is unavailable
+    assert is_unavailable(error) is unavailable
