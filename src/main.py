@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from src.api.compat.collect import router as collect_router
 from src.api.compat.interview import router as interview_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
-from src.api.config import get_settings
+from src.api.config import Settings, SettingsError, configure_logging, get_settings
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
 from src.api.errors import AppError, app_error_handler
@@ -39,10 +40,7 @@ GC_YOUNG_THRESHOLD = 10_000
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings)
     engine = create_engine(settings)
     timescale = await setup_database(engine, settings)
     writer = IngestWriter(
@@ -82,8 +80,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
 
 
+def checked_settings() -> Settings:
+    """The settings, or the process stops with one line naming the bad variable."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(2) from None
+
+
 def create_app() -> FastAPI:
-    settings = get_settings()
+    settings = checked_settings()
     application = FastAPI(
         title="Event analytics",
         version="1.0.0",

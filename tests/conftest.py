@@ -42,6 +42,14 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def proxied_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose peer is a private address: a reverse proxy, trusted by default."""
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.2", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
 def engine(app: FastAPI) -> AsyncEngine:
     engine: AsyncEngine = app.state.engine
     return engine

@@ -31,13 +31,14 @@ class RequestContext:
     user_agent: str | None
     client_ip: str | None
     received_at: datetime
+    trusted: bool = False  # the body's ip_address is believed (trusted proxy or ingest key)
 
 
 def build_row(event: EventCreate, context: RequestContext) -> EventRow:
     """The event's values in EVENT_COPY_COLUMNS order, enriched."""
     user_agent = event.user_agent if event.user_agent is not None else context.user_agent
     agent = parse_user_agent(user_agent)
-    ip = valid_ip(event.ip_address) if event.ip_address else None
+    ip = valid_ip(event.ip_address) if event.ip_address and context.trusted else None
     properties = event.properties
     return (
         event.id or uuid.uuid4(),
@@ -189,7 +190,7 @@ def fast_row(item: dict[str, Any], context: RequestContext, latest: datetime) ->
     if user_agent is None:
         user_agent = context.user_agent
     agent = parse_user_agent(user_agent)
-    ip = valid_ip(ip_address) if ip_address else None
+    ip = valid_ip(ip_address) if ip_address and context.trusted else None
     return (
         event_id,
         at,
