@@ -23,11 +23,12 @@ from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
 from src.api.errors import AppError, app_error_handler
 from src.api.events.router import router as events_router
+from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService
 from src.api.ingest.writer import IngestWriter
 from src.api.jobs.retention import run_retention_loop
 from src.api.jobs.rollup_tiers import run_rollup_loop
-from src.api.middleware import BodySizeLimit, StripTrailingSlash
+from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 
@@ -55,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.timescale = timescale
     app.state.ingest = IngestService(writer, settings)
+    app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
     # What exists now (libraries, User-Agent parsers, settings) lives as long as the process:
     # freezing it keeps it out of the cyclic GC's full collections, which otherwise stall the
     # event loop for tens of milliseconds (they were the p99 of the single-event benchmark).
@@ -99,6 +101,7 @@ def create_app() -> FastAPI:
         default_response_class=ORJSONResponse,
     )
     application.add_exception_handler(AppError, app_error_handler)
+    application.add_exception_handler(BodyRefused, render_body_refused)
     application.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
@@ -106,7 +109,9 @@ def create_app() -> FastAPI:
         allow_headers=["*"],
         allow_credentials=settings.cors_origins != ("*",),
     )
-    application.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    application.add_middleware(
+        BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_read_timeout
+    )
     application.add_middleware(StripTrailingSlash)
     application.include_router(system_router)
     application.include_router(events_router)

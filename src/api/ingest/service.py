@@ -172,9 +172,9 @@ class IngestService:
     """The one ingestion path behind every collector shape.
 
     Admission keeps memory bounded: at most `ingest_queue_max_events` events are held between
-    parsing and the answer (validated, queued or being committed), and at most
-    `body_budget_bytes` of request bodies are being read and parsed at once; beyond either,
-    requests get 503 with Retry-After before more is read.
+    parsing and the answer (validated, queued or being committed), beyond which requests get
+    503 with Retry-After before their body is read; the bytes of bodies (and of what they parse
+    into) are bounded by the body guard's budget (src/api/ingest/budget.py).
     """
 
     def __init__(self, writer: IngestWriter, settings: Settings) -> None:
@@ -182,8 +182,6 @@ class IngestService:
         self.settings = settings
         self.max_in_flight = settings.ingest_queue_max_events
         self.in_flight = 0
-        self.body_budget_bytes = 8 * settings.max_body_bytes
-        self.body_bytes = 0
 
     # --- admission -------------------------------------------------------------------------
 
@@ -192,17 +190,6 @@ class IngestService:
         self.writer.check_open(0)
         if self.in_flight >= self.max_in_flight:
             raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
-
-    @contextmanager
-    def reading_body(self, size: int) -> Iterator[None]:
-        """Hold `size` bytes of the body budget while a body is read and parsed."""
-        if self.body_bytes > 0 and self.body_bytes + size > self.body_budget_bytes:
-            raise ServiceUnavailable("too many large requests in progress; retry shortly", retry_after=1)
-        self.body_bytes += size
-        try:
-            yield
-        finally:
-            self.body_bytes -= size
 
     @contextmanager
     def holding(self, events: int) -> Iterator[None]:
