@@ -19,8 +19,8 @@ from starlette.types import Scope
 from src.api.config import Settings, TrustedProxies, get_settings
 from src.api.errors import BadRequest, ServiceUnavailable
 from src.api.events.enrichment import valid_ip
-from src.api.events.schemas import MAX_FUTURE, BatchRejected, BatchResult, EventCreate
-from src.api.ingest.rows import RequestContext, build_row, fast_row, row_to_dict
+from src.api.events.schemas import BatchRejected, BatchResult, EventCreate
+from src.api.ingest.rows import RequestContext, build_row, fast_row, row_to_dict, time_bounds
 from src.api.ingest.writer import EventRow, IngestWriter, PreparedRows, WriteResult, prepare_rows
 
 __all__ = [
@@ -214,7 +214,7 @@ class IngestService:
         """Rows for the valid items and, by index, why the others were rejected."""
         adapter = _adapter(model)
         fast = model is EventCreate
-        latest = datetime.now(UTC) + MAX_FUTURE
+        earliest, latest = time_bounds(context.received_at)
         rows: list[EventRow] = []
         rejected: list[BatchRejected] = []
         for index, item in enumerate(items):
@@ -222,7 +222,7 @@ class IngestService:
                 rejected.append(BatchRejected(index=index, errors=list(_NOT_AN_OBJECT)))
                 continue
             if fast:
-                row = fast_row(item, context, latest)
+                row = fast_row(item, context, earliest, latest)
                 if row is not None:
                     rows.append(row)
                     continue
