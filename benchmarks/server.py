@@ -49,7 +49,9 @@ def running_server(
     bin_dir = Path(sys.executable).parent
     if workers == 1:
         command = [
-            str(bin_dir / "uvicorn"),
+            sys.executable,
+            "-m",
+            "src.server",
             "src.main:app",
             "--host",
             "127.0.0.1",
@@ -64,7 +66,7 @@ def running_server(
             str(bin_dir / "gunicorn"),
             "src.main:app",
             "-k",
-            "uvicorn.workers.UvicornWorker",
+            "src.server.Worker",
             "-w",
             str(workers),
             "-b",

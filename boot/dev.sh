@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$root"
 ensure_venv "$root/requirements.txt"
 if [ -z "${DATABASE_URL:-}" ]; then ensure_local_db "${LOCAL_DB_NAME:-analytics}"; fi
-exec "$root/.venv/bin/uvicorn" src.main:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8002}" \
+exec "$root/.venv/bin/python" -m src.server src.main:app --host "${HOST:-127.0.0.1}" --port "${PORT:-8002}" \
   --no-access-log --forwarded-allow-ips '' "$@"

@@ -36,7 +36,7 @@ fi
 # the service decides which proxies to believe (TRUSTED_PROXIES), and would otherwise see a
 # forged address as the peer.
 exec "${GUNICORN:-gunicorn}" src.main:app \
-  --worker-class uvicorn.workers.UvicornWorker \
+  --worker-class src.server.Worker \
   --workers "$WEB_CONCURRENCY" \
   --bind "${HOST:-0.0.0.0}:${PORT:-8000}" \
   --graceful-timeout "${GRACEFUL_TIMEOUT:-30}" \

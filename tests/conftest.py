@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 if not os.environ.get("DATABASE_URL"):
     os.environ["DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:5433/analytics_test"
+# Fixed dates in tests stay inside the retention window for years (the default, 3 months,
+# would age them out); tests of the retention itself read the setting.
+os.environ.setdefault("EVENTS_RETENTION", "5 years")
 # Keep background jobs out of the tests' way; tests call them directly.
 os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
@@ -37,6 +40,14 @@ async def app(anyio_backend: str) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+async def proxied_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose peer is a private address: a reverse proxy, trusted by default."""
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.2", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
 

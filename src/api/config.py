@@ -1,14 +1,320 @@
-"""Every setting of the service. This module is the only reader of the environment (and .env)."""
+"""Every setting of the service, parsed and validated once. This module is the only reader of
+the environment (and .env).
+
+`load_settings()` turns each variable into a typed value or raises `SettingsError` naming the
+variable and the reason; `create_app` calls it, so a bad value stops the service before it
+serves anything, with one line such as
+
+    invalid setting EVENTS_RETENTION: must be 'off' or a duration such as '90 days' (got '100 yrs')
+
+Durations and networks are parsed here into values (`Duration`, `TrustedProxies`) that the rest
+of the code uses as they are, so no request ever meets an unparsed setting.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from urllib.parse import quote
+from typing import Literal, TypeVar, cast
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from decouple import Csv, config
+from decouple import UndefinedValueError, config
 
 LOCAL_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5433/analytics"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Environment = Literal["development", "test", "staging", "production"]
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used: its variable and why."""
+
+    def __init__(self, variable: str, reason: str, value: str | None = None) -> None:
+        shown = f" (got {value!r})" if value is not None else ""
+        super().__init__(f"invalid setting {variable}: {reason}{shown}")
+        self.variable = variable
+
+
+# --- durations -----------------------------------------------------------------------------
+
+_UNITS: dict[str, tuple[str, int]] = {}
+for _names, _unit, _seconds in (
+    (("s", "sec", "secs", "second", "seconds"), "seconds", 1),
+    (("m", "min", "mins", "minute", "minutes"), "minutes", 60),
+    (("h", "hr", "hrs", "hour", "hours"), "hours", 3600),
+    (("d", "day", "days"), "days", 86400),
+    (("w", "week", "weeks"), "weeks", 7 * 86400),
+    (("mon", "mons", "month", "months"), "months", 0),
+    (("y", "yr", "yrs", "year", "years"), "years", 0),
+):
+    for _name in _names:
+        _UNITS[_name] = (_unit, _seconds)
+_PART = re.compile(r"\s*(\d{1,6})\s*([a-z]+)\s*")
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A period of whole months plus fixed seconds, as PostgreSQL's interval keeps them."""
+
+    months: int
+    seconds: int
+
+    @property
+    def sql(self) -> str:
+        """Canonical interval text, bound as a parameter and cast to interval in SQL."""
+        parts = []
+        if self.months:
+            parts.append(f"{self.months} months")
+        if self.seconds or not parts:
+            parts.append(f"{self.seconds} seconds")
+        return " ".join(parts)
+
+    def before(self, moment: datetime) -> datetime:
+        """`moment` minus this duration, months by the calendar (as PostgreSQL subtracts)."""
+        shifted = moment
+        if self.months:
+            month0 = moment.year * 12 + moment.month - 1 - self.months
+            year, month = divmod(month0, 12)
+            if year < 1:
+                return datetime.min.replace(tzinfo=moment.tzinfo)
+            day = min(moment.day, _days_in_month(year, month + 1))
+            shifted = moment.replace(year=year, month=month + 1, day=day)
+        return shifted - timedelta(seconds=self.seconds)
+
+    def approx(self) -> timedelta:
+        """At least as long as the duration ever is (a month counted as 31 days)."""
+        return timedelta(days=31 * self.months, seconds=self.seconds)
+
+
+def _days_in_month(year: int, month: int) -> int:
+    following = datetime(year + month // 12, month % 12 + 1, 1)
+    return (following - timedelta(days=1)).day
+
+
+def parse_duration(text: str) -> Duration:
+    """'3 months', '90 days 12 hours', '1d', '30 min'. Raises ValueError with the reason."""
+    lowered = text.strip().lower()
+    if not lowered:
+        raise ValueError("must be a duration such as '90 days' or '1 hour'")
+    months = seconds = 0
+    position = 0
+    while position < len(lowered):
+        match = _PART.match(lowered, position)
+        unit = _UNITS.get(match.group(2)) if match else None
+        if match is None or unit is None:
+            raise ValueError("must be counts and units such as '90 days', '12 hours' or '3 months'")
+        count = int(match.group(1))
+        name, unit_seconds = unit
+        if name == "years":
+            months += 12 * count
+        elif name == "months":
+            months += count
+        else:
+            seconds += count * unit_seconds
+        position = match.end()
+    if months == 0 and seconds == 0:
+        raise ValueError("must be longer than zero")
+    return Duration(months=months, seconds=seconds)
+
+
+# --- trusted proxies -----------------------------------------------------------------------
+
+# Loopback and private networks: where Docker's bridge, Railway's edge and a local nginx
+# connect from. A forwarded header from anywhere else is the client's own claim.
+DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+
+
+@dataclass(frozen=True)
+class TrustedProxies:
+    """Peers whose X-Forwarded-For / X-Real-IP (and body `ip_address`) are believed."""
+
+    trust_all: bool
+    networks: tuple[Network, ...]
+
+    def trusts(self, peer: str | None) -> bool:
+        if self.trust_all:
+            return True
+        if peer is None or not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
+def parse_trusted_proxies(text: str) -> TrustedProxies:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if items == ["*"]:
+        return TrustedProxies(trust_all=True, networks=())
+    if items in ([], ["none"]):
+        return TrustedProxies(trust_all=False, networks=())
+    networks = []
+    for item in items:
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address or CIDR network ('*' trusts every peer, 'none' none)"
+            ) from None
+    return TrustedProxies(trust_all=False, networks=tuple(networks))
+
+
+# --- the settings --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    environment: Environment
+    db_timezone: str
+    db_pool_size: int
+    db_max_overflow: int
+    db_startup_timeout: float
+    host: str
+    port: int
+    cors_origins: tuple[str, ...]
+    events_chunk_interval: str  # canonical interval text
+    events_retention: Duration | None  # None: keep events forever
+    retention_check_interval: float
+    rollup_job_interval: float
+    batch_max_events: int
+    max_body_bytes: int
+    body_read_timeout: float
+    header_read_timeout: float
+    ingest_memory_bytes: int
+    ingest_queue_max_events: int
+    ingest_flush_max_events: int
+    ingest_flush_interval: float
+    ingest_writers: int
+    api_keys: tuple[str, ...]
+    trusted_proxies: TrustedProxies
+    log_level: str
+    docs_enabled: bool
+    stats_statement_timeout: float
+
+    def retention_start(self, now: datetime) -> datetime | None:
+        """The oldest event time the retention keeps at `now` (None: all are kept). Ingest
+        refuses older events: retention would drop them, and reads would never see them."""
+        return self.events_retention.before(now) if self.events_retention else None
+
+    def stored_since(self, now: datetime) -> datetime:
+        """The oldest time that may still hold events: the retention start with a day of slack
+        (chunks are dropped whole), or 1970. Bounds reads that have no range of their own."""
+        start = self.retention_start(now)
+        return max(start - timedelta(days=1), EPOCH) if start else EPOCH
+
+
+def _raw(names: tuple[str, ...], default: str) -> tuple[str, str]:
+    """The first of `names` that is set (the canonical one first, then older systems' names)."""
+    for name in names:
+        try:
+            value: str = config(name)
+        except UndefinedValueError:
+            continue
+        return name, value
+    return names[0], default
+
+
+def _read(names: str | tuple[str, ...], default: str, parse: Callable[[str], T]) -> T:
+    variable, value = _raw((names,) if isinstance(names, str) else names, default)
+    try:
+        return parse(value)
+    except (ValueError, ArithmeticError) as exc:
+        raise SettingsError(variable, str(exc), value) from None
+
+
+def _number(cast: Callable[[str], T], low: float, high: float | None = None) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        try:
+            value = cast(text.strip())
+        except ValueError:
+            raise ValueError(f"must be a{'n integer' if cast is int else ' number'}") from None
+        if not low <= value <= (high if high is not None else float("inf")):  # type: ignore[operator]
+            bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise ValueError(f"must be {bound}")
+        return value
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _log_level(text: str) -> str:
+    return _choice("debug", "info", "warning", "error", "critical")(text).upper()
+
+
+def _zone(text: str) -> str:
+    try:
+        ZoneInfo(text.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone such as 'UTC' or 'Europe/Berlin'") from None
+    return text.strip()
+
+
+def _retention(text: str) -> Duration | None:
+    if text.strip().lower() in ("off", "none", "forever"):
+        return None
+    try:
+        duration = parse_duration(text)
+    except ValueError:
+        raise ValueError("must be 'off' or a duration such as '90 days' or '3 months'") from None
+    if duration.approx() < timedelta(days=1):
+        raise ValueError("must be at least 1 day")
+    if duration.months + duration.seconds / (30.436875 * 86400) > 100 * 12:
+        raise ValueError("must be at most 100 years ('off' keeps events forever)")
+    return duration
+
+
+def _chunk_interval(text: str) -> str:
+    duration = parse_duration(text)
+    if duration.months:
+        raise ValueError("must be a fixed duration (hours, days or weeks), not months or years")
+    if not 60 <= duration.seconds <= 366 * 86400:
+        raise ValueError("must be between 1 minute and 366 days")
+    return duration.sql
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not origins:
+        raise ValueError("must be '*' or a comma-separated list of origins such as https://example.com")
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ValueError(f"{origin!r} is not an origin such as https://example.com")
+    return origins
+
+
+def _keys(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def _database_url() -> str:
@@ -19,66 +325,68 @@ def _database_url() -> str:
             return LOCAL_DATABASE_URL
         user = quote(config("POSTGRES_USER", default="postgres"), safe="")
         password = quote(config("POSTGRES_PASSWORD", default=""), safe="")
-        port: int = config("POSTGRES_PORT", default=5432, cast=int)
+        port = _read("POSTGRES_PORT", "5432", _number(int, 1, 65535))
         name: str = config("POSTGRES_DB", default="postgres")
         auth = f"{user}:{password}" if password else user
         url = f"postgresql+psycopg://{auth}@{host}:{port}/{name}"
     # Hosting platforms hand out postgres:// URLs; we always speak psycopg 3.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+    if not url.startswith("postgresql+psycopg://"):
+        # Never echo the URL: it may hold a password.
+        raise SettingsError("DATABASE_URL", "must be a postgresql:// (or postgres://) URL")
     return url
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
-    db_timezone: str
-    db_pool_size: int
-    db_startup_timeout: float
-    host: str
-    port: int
-    cors_origins: tuple[str, ...]
-    events_chunk_interval: str
-    events_retention: str
-    retention_check_interval: float
-    rollup_job_interval: float
-    batch_max_events: int
-    max_body_bytes: int
-    ingest_queue_max_events: int
-    ingest_flush_max_events: int
-    ingest_flush_interval: float
-    ingest_writers: int
-    api_keys: tuple[str, ...]
-    trusted_proxies: tuple[str, ...]
-    log_level: str
-    stats_statement_timeout: float
-    docs_enabled: bool
+def load_settings() -> Settings:
+    """Read and validate every setting; raises SettingsError for the first bad one."""
+    pool_size = _read(("DB_POOL_SIZE", "DATABASE_POOL_SIZE"), "10", _number(int, 1, 1000))
+    max_body = _read("MAX_BODY_BYTES", str(5 * 1024 * 1024), _number(int, 1024, 1 << 31))
+    environment = cast(
+        Environment,
+        _read("ENVIRONMENT", "development", _choice("development", "test", "staging", "production")),
+    )
+    return Settings(
+        database_url=_database_url(),
+        environment=environment,
+        db_timezone=_read("DB_TIMEZONE", "UTC", _zone),
+        db_pool_size=pool_size,
+        db_max_overflow=_read(
+            ("DB_MAX_OVERFLOW", "DATABASE_MAX_OVERFLOW"), str(pool_size), _number(int, 0, 1000)
+        ),
+        db_startup_timeout=_read("DB_STARTUP_TIMEOUT", "30", _number(float, 0, 3600)),
+        host=_read("HOST", "127.0.0.1", str.strip),
+        port=_read("PORT", "8002", _number(int, 1, 65535)),
+        cors_origins=_read("CORS_ORIGINS", "*", _origins),
+        events_chunk_interval=_read("EVENTS_CHUNK_INTERVAL", "1 day", _chunk_interval),
+        events_retention=_read("EVENTS_RETENTION", "3 months", _retention),
+        retention_check_interval=_read("RETENTION_CHECK_INTERVAL", "3600", _number(float, 0)),
+        rollup_job_interval=_read("ROLLUP_JOB_INTERVAL", "60", _number(float, 0)),
+        batch_max_events=_read("BATCH_MAX_EVENTS", "10000", _number(int, 1, 1_000_000)),
+        max_body_bytes=max_body,
+        body_read_timeout=_read("BODY_READ_TIMEOUT", "30", _number(float, 0.1, 3600)),
+        header_read_timeout=_read("HEADER_READ_TIMEOUT", "10", _number(float, 0.1, 3600)),
+        ingest_memory_bytes=_read(
+            "INGEST_MEMORY_BYTES", str(256 * 1024 * 1024), _number(int, 2 * max_body, 1 << 40)
+        ),
+        ingest_queue_max_events=_read("INGEST_QUEUE_MAX_EVENTS", "200000", _number(int, 1, 100_000_000)),
+        ingest_flush_max_events=_read("INGEST_FLUSH_MAX_EVENTS", "5000", _number(int, 1, 1_000_000)),
+        ingest_flush_interval=_read("INGEST_FLUSH_INTERVAL", "0.005", _number(float, 0, 10)),
+        ingest_writers=_read("INGEST_WRITERS", "3", _number(int, 1, 64)),
+        api_keys=_read("API_KEYS", "", _keys),
+        trusted_proxies=_read("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies),
+        log_level=_read("LOG_LEVEL", "INFO", _log_level),
+        docs_enabled=_read("DOCS_ENABLED", "true", _boolean),
+        stats_statement_timeout=_read("STATS_STATEMENT_TIMEOUT", "30", _number(float, 0, 86400)),
+    )
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings(
-        database_url=_database_url(),
-        db_timezone=config("DB_TIMEZONE", default="UTC"),
-        db_pool_size=config("DB_POOL_SIZE", default=10, cast=int),
-        db_startup_timeout=config("DB_STARTUP_TIMEOUT", default=30.0, cast=float),
-        host=config("HOST", default="127.0.0.1"),
-        port=config("PORT", default=8002, cast=int),
-        cors_origins=tuple(config("CORS_ORIGINS", default="*", cast=Csv())),
-        events_chunk_interval=config("EVENTS_CHUNK_INTERVAL", default="1 day"),
-        events_retention=config("EVENTS_RETENTION", default="3 months"),
-        retention_check_interval=config("RETENTION_CHECK_INTERVAL", default=3600.0, cast=float),
-        rollup_job_interval=config("ROLLUP_JOB_INTERVAL", default=60.0, cast=float),
-        batch_max_events=config("BATCH_MAX_EVENTS", default=10_000, cast=int),
-        max_body_bytes=config("MAX_BODY_BYTES", default=5 * 1024 * 1024, cast=int),
-        ingest_queue_max_events=config("INGEST_QUEUE_MAX_EVENTS", default=200_000, cast=int),
-        ingest_flush_max_events=config("INGEST_FLUSH_MAX_EVENTS", default=5_000, cast=int),
-        ingest_flush_interval=config("INGEST_FLUSH_INTERVAL", default=0.005, cast=float),
-        ingest_writers=config("INGEST_WRITERS", default=3, cast=int),
-        api_keys=tuple(k for k in config("API_KEYS", default="", cast=Csv()) if k),
-        trusted_proxies=tuple(config("TRUSTED_PROXIES", default="*", cast=Csv())),
-        log_level=config("LOG_LEVEL", default="INFO"),
-        stats_statement_timeout=config("STATS_STATEMENT_TIMEOUT", default=30.0, cast=float),
-        docs_enabled=config("DOCS_ENABLED", default=True, cast=bool),
-    )
+    """The settings of this process, loaded once."""
+    return load_settings()
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -64,6 +64,10 @@ class NotFound(AppError):
     status_code = 404
 
 
+class RequestTimeout(AppError):
+    status_code = 408
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
 
@@ -85,8 +89,8 @@ class InvalidParameter(AppError):
 class ServiceUnavailable(AppError):
     status_code = 503
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after)})
+    def __init__(self, message: str, *, retry_after: int = 1, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after), **(headers or {})})
 
 
 class GatewayTimeout(AppError):

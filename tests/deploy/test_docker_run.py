@@ -50,7 +50,7 @@ def option(args: list[str], name: str) -> str:
 
 def test_defaults_and_overrides() -> None:
     args = command_line()
-    assert args[:3] == ["src.main:app", "--worker-class", "uvicorn.workers.UvicornWorker"]
+    assert args[:3] == ["src.main:app", "--worker-class", "src.server.Worker"]
     assert option(args, "--bind") == "0.0.0.0:8000"
     assert option(args, "--graceful-timeout") == "30"
     cpus = len(os.sched_getaffinity(0))

@@ -15,7 +15,7 @@ WINDOWS_UA = AGENTS[0][0]
 IPHONE_UA = AGENTS[2][0]
 
 
-async def test_create_read_delete_roundtrip(client: httpx.AsyncClient) -> None:
+async def test_create_read_delete_roundtrip(proxied_client: httpx.AsyncClient) -> None:
     payload = {
         "page": "/homepage",
         "ip_address": "198.51.100.4",
@@ -25,7 +25,7 @@ async def test_create_read_delete_roundtrip(client: httpx.AsyncClient) -> None:
         "duration": 15,
         "description": "first visit",
     }
-    created = await client.post("/api/events/", json=payload)
+    created = await proxied_client.post("/api/events/", json=payload)
     assert created.status_code == 200, created.text
     event = created.json()
     uuid.UUID(event["id"])
@@ -37,18 +37,18 @@ async def test_create_read_delete_roundtrip(client: httpx.AsyncClient) -> None:
     assert event["updated_at"]
 
     for path in (f"/api/events/{event['id']}/", f"/api/events/{event['id']}"):
-        read = await client.get(path)
+        read = await proxied_client.get(path)
         assert read.status_code == 200
         assert read.json()["id"] == event["id"]
         assert read.json()["page"] == "/homepage"
 
-    deleted = await client.delete(f"/api/events/{event['id']}/")
+    deleted = await proxied_client.delete(f"/api/events/{event['id']}/")
     assert deleted.status_code == 200
     assert "deleted" in deleted.json()["detail"]
-    missing = await client.get(f"/api/events/{event['id']}/")
+    missing = await proxied_client.get(f"/api/events/{event['id']}/")
     assert missing.status_code == 404
     assert "not found" in missing.json()["detail"]
-    assert (await client.delete(f"/api/events/{event['id']}")).status_code == 404
+    assert (await proxied_client.delete(f"/api/events/{event['id']}")).status_code == 404
 
 
 async def test_post_without_trailing_slash_does_not_redirect(client: httpx.AsyncClient) -> None:
@@ -201,7 +201,7 @@ async def test_range_parameters(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/events/", params={"from": "yesterday"})).status_code == 422
 
 
-async def test_plain_and_fallback_posts_store_the_same_event(client: httpx.AsyncClient) -> None:
+async def test_plain_and_fallback_posts_store_the_same_event(proxied_client: httpx.AsyncClient) -> None:
     """The plain case is answered in front of FastAPI (src/api/ingest/single.py); a float, a
     chunked body or an unusual content type goes through the route. All give the same event."""
     at = (datetime.now(UTC) - timedelta(minutes=3)).replace(microsecond=0)
@@ -217,14 +217,14 @@ async def test_plain_and_fallback_posts_store_the_same_event(client: httpx.Async
     async def chunked(body: bytes):  # type: ignore[no-untyped-def]
         yield body
 
-    plain = await client.post("/api/events/", json={**base, "duration": 15}, headers=headers)
-    as_float = await client.post("/api/events/", json={**base, "duration": 15.0}, headers=headers)
-    streamed = await client.post(
+    plain = await proxied_client.post("/api/events/", json={**base, "duration": 15}, headers=headers)
+    as_float = await proxied_client.post("/api/events/", json={**base, "duration": 15.0}, headers=headers)
+    streamed = await proxied_client.post(
         "/api/events",
         content=chunked(httpx.Request("POST", "/", json={**base, "duration": 15}).content),
         headers={**headers, "content-type": "application/json"},
     )
-    texty = await client.post(
+    texty = await proxied_client.post(
         "/api/events/",
         content=httpx.Request("POST", "/", json={**base, "duration": 15}).content,
         headers={**headers, "content-type": "application/json; charset=UTF-8 "},
@@ -240,5 +240,5 @@ async def test_plain_and_fallback_posts_store_the_same_event(client: httpx.Async
     assert answers[0]["os"] == "iOS" and answers[0]["ip_address"] == "203.0.113.9"
     assert answers[0]["time"].startswith(at.isoformat()[:19]) and answers[0]["duration"] == 15
     for event_id in ids:
-        stored = (await client.get(f"/api/events/{event_id}")).json()
+        stored = (await proxied_client.get(f"/api/events/{event_id}")).json()
         assert stored["page"] == "/same" and stored["referrer_domain"] == "news.ycombinator.com"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
 
-from src.api.events.schemas import _ID_NAMESPACE, MAX_FUTURE, EventCreate, _event_id
-from src.api.ingest.rows import RequestContext, build_row, fast_row
+from src.api.events.schemas import _ID_NAMESPACE, EventCreate, _event_id
+from src.api.ingest.rows import RequestContext, build_row, fast_row, time_bounds
 from src.api.ingest.writer import EventRow
 from tests.events.test_enrichment import AGENTS
 
@@ -141,7 +141,7 @@ def comparable(row: EventRow, generated_id: bool) -> list[object]:
 
 def check(item: dict[str, object]) -> bool | None:
     """Asserts agreement; None when pydantic rejects, else whether the fast path took the item."""
-    fast = fast_row(item, CONTEXT, datetime.now(UTC) + MAX_FUTURE)
+    fast = fast_row(item, CONTEXT, *time_bounds(CONTEXT.received_at))
     try:
         event = ADAPTER.validate_python(item)
     except ValidationError:

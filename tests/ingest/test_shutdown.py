@@ -42,8 +42,17 @@ def free_port() -> int:
 def start_server() -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {**os.environ, "LOG_LEVEL": "WARNING", "RETENTION_CHECK_INTERVAL": "0"}
-    uvicorn = str(Path(sys.executable).parent / "uvicorn")
-    command = [uvicorn, "src.main:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    command = [
+        sys.executable,
+        "-m",
+        "src.server",
+        "src.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -194,13 +194,14 @@ async def test_admission_refuses_before_reading_when_at_capacity(
         assert response.headers["retry-after"] == "1"
         assert "capacity" in response.json()["error"]
     # Bodies being read count too: while others hold the budget, a new body waits outside.
-    ingest.body_bytes += ingest.body_budget_bytes
+    budget = app.state.body_budget
+    budget.held += budget.limit
     try:
         busy = await client.post("/api/events/batch", json=body)
     finally:
-        ingest.body_bytes -= ingest.body_budget_bytes
+        budget.held -= budget.limit
     assert busy.status_code == 503 and "large requests" in busy.json()["error"]
-    assert (ingest.in_flight, ingest.body_bytes) == (0, 0)
+    assert (ingest.in_flight, budget.held) == (0, 0)
     assert (await client.post("/api/events/batch", json=body)).status_code == 200
 
 

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from src.api.auth.dependencies import require_api_key
+from src.api.config import get_settings
 from src.api.db.engine import SessionDep
 from src.api.errors import InvalidParameter
-from src.api.jobs.retention import retention_cutoff
 from src.api.stats import repository
 from src.api.stats.dependencies import TimescaleDep
 from src.api.stats.params import QueryText, TimeRange, ceil_quarter, check_year
@@ -50,7 +50,7 @@ async def site_stats(
         window = _days(day, day, "date", "date")
     else:
         now = datetime.now(UTC)
-        window = TimeRange(start=retention_cutoff(now), end=ceil_quarter(now + timedelta(hours=1)))
+        window = TimeRange(start=get_settings().stored_since(now), end=ceil_quarter(now + timedelta(hours=1)))
     paths = await answer(
         session,
         timescale,

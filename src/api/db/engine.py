@@ -28,7 +28,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"options": f"-c timezone={settings.db_timezone}", "connect_timeout": 5},

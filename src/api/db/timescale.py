@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel
 
-from src.api.config import Settings
+from src.api.config import Duration, Settings
 from src.api.errors import ServiceUnavailable
 from src.api.events.models import (
     GRANULE_SQL,
@@ -192,14 +192,18 @@ async def _create_continuous_aggregate(conn: AsyncConnection, spec: Rollup) -> N
     )
 
 
-async def _add_retention_policies(conn: AsyncConnection, retention: str) -> None:
+async def _add_retention_policies(conn: AsyncConnection, retention: Duration | None) -> None:
     """Community edition: TimescaleDB drops old chunks itself, of the events and of the
-    aggregate alike, so the rollup never answers for a time the raw events no longer cover."""
+    aggregate alike, so the rollup never answers for a time the raw events no longer cover.
+    The policy is replaced on every start, so a changed EVENTS_RETENTION (or `off`) holds."""
     for relation in ("event", *ROLLUPS):
         await conn.execute(
-            text(
-                "SELECT add_retention_policy(CAST(:rel AS regclass), CAST(:keep AS interval),"
-                " if_not_exists => TRUE)"
-            ),
-            {"rel": relation, "keep": retention},
+            text("SELECT remove_retention_policy(CAST(:rel AS regclass), if_exists => TRUE)"),
+            {"rel": relation},
+        )
+        if retention is None:
+            continue
+        await conn.execute(
+            text("SELECT add_retention_policy(CAST(:rel AS regclass), CAST(:keep AS interval))"),
+            {"rel": relation, "keep": retention.sql},
         )

@@ -27,7 +27,6 @@ from src.api.ingest.service import (
     row_to_dict,
 )
 from src.api.ingest.single import single_event_app
-from src.api.jobs.retention import retention_cutoff
 from src.api.stats.dependencies import TimescaleDep
 from src.api.stats.params import QueryText, parse_interval, parse_range
 from src.api.stats.service import page_os_buckets
@@ -134,7 +133,7 @@ async def read_event_buckets(
 
 @router.get("/{event_id:event_id}", response_model=EventPublic)
 async def read_event(event_id: uuid.UUID, session: SessionDep) -> EventPublic:
-    event = await repository.get_event(session, event_id, retention_cutoff(datetime.now(UTC)))
+    event = await repository.get_event(session, event_id, get_settings().stored_since(datetime.now(UTC)))
     if event is None:
         raise NotFound(f"Event {event_id} not found")
     return EventPublic.model_validate(event, from_attributes=True)
@@ -145,7 +144,7 @@ async def delete_event(event_id: uuid.UUID, session: SessionDep, timescale: Time
     deleted = await repository.delete_event(
         session,
         event_id,
-        retention_cutoff(datetime.now(UTC)),
+        get_settings().stored_since(datetime.now(UTC)),
         maintain_rollup=not timescale.has_continuous_aggregates,
     )
     if not deleted:

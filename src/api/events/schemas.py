@@ -3,9 +3,10 @@ client sends can make the database reject a commit that other requests share."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 from pydantic import (
@@ -21,11 +22,18 @@ from pydantic import (
     field_validator,
 )
 
+from src.api.config import get_settings
 from src.api.events.enrichment import path_of
 
 MAX_FUTURE = timedelta(hours=1)
 MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_PROPERTIES_BYTES = 64 * 1024
+# Numbers in properties stay within what every JSON parser reads exactly (JavaScript's
+# Number.MAX_SAFE_INTEGER). Beyond it integers are rounded by browsers and pandas; orjson reads
+# integers of 2**64 or more as floats; and JSONB keeps 1.5e300 as a 301-digit integer that no
+# client reads back as sent.
+SAFE_INTEGER = 2**53 - 1
+_UNSAFE = f"must be a number within ±{SAFE_INTEGER} (JSON's safe range); send larger ones as strings"
 _ID_NAMESPACE = uuid.UUID("6f1c1c5e-8a57-4a53-9d7e-3c1d0f3b7a11")
 
 
@@ -72,14 +80,29 @@ def _event_id(value: object) -> uuid.UUID:
     return uuid.uuid5(_ID_NAMESPACE, value)
 
 
+def earliest_time(now: datetime) -> datetime:
+    """The oldest time an event may have: the retention's start (older events would be dropped
+    at once, and no read would ever see them), else 1970."""
+    start = get_settings().retention_start(now)
+    return max(start, MIN_TIME) if start is not None else MIN_TIME
+
+
 def _event_time(value: datetime) -> datetime:
     """After pydantic's parsing (ISO 8601, or epoch seconds, or milliseconds above 2e10):
-    naive means UTC, and the time must be after 1970 and at most an hour ahead."""
+    naive means UTC, and the time must lie inside the retention window and at most an hour
+    ahead."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
     if value < MIN_TIME:
         raise ValueError("must not be before 1970-01-01")
-    if value > datetime.now(UTC) + MAX_FUTURE:
+    earliest = earliest_time(now)
+    if value < earliest:
+        raise ValueError(
+            f"must not be older than the retention period (EVENTS_RETENTION): before"
+            f" {earliest.isoformat(timespec='seconds')} events are not kept"
+        )
+    if value > now + MAX_FUTURE:
         raise ValueError("must not be more than 1 hour in the future")
     return value
 
@@ -91,9 +114,40 @@ def _user_id(value: object) -> object:
     return value
 
 
+def _bad_number(value: object) -> tuple[list[str | int], str] | None:
+    """The path to the first number JSON cannot carry exactly, and why (None: all fine)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in cast(dict[str, object], value).items():
+            found = _bad_number(item)
+            if found is not None:
+                found[0].append(key)
+                return found
+    elif kind is list:
+        for index, item in enumerate(cast(list[object], value)):
+            found = _bad_number(item)
+            if found is not None:
+                found[0].append(index)
+                return found
+    elif kind is float:
+        number = cast(float, value)
+        if not math.isfinite(number):
+            return [], "must be a finite number (NaN and Infinity are not JSON)"
+        if abs(number) > SAFE_INTEGER:  # every float this large is whole
+            return [], _UNSAFE
+    elif kind is int and abs(cast(int, value)) > SAFE_INTEGER:
+        return [], _UNSAFE
+    return None
+
+
 def _check_properties(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is None:
         return None
+    bad = _bad_number(value)
+    if bad is not None:
+        path, reason = bad
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in reversed(path))
+        raise ValueError(f"properties{where}: {reason}")
     try:
         encoded = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:  # a TypeError, which pydantic would not turn into a 422

@@ -1,5 +1,6 @@
-"""Reading raw JSON bodies for the batch-shaped endpoints: admission, size, content type and
-syntax are checked here so each failure is a 4xx (or a 503 under load) that says what was wrong."""
+"""Reading raw JSON bodies for the batch-shaped endpoints: admission, content type and syntax
+are checked here so each failure is a 4xx (or a 503 under load) that says what was wrong. The
+body's size, read time and memory are bounded by the body guard (src/api/middleware.py)."""
 
 from __future__ import annotations
 
@@ -27,25 +28,17 @@ async def read_json_body(request: Request, max_bytes: int, *, allow_empty: bool 
     # Before anything is read: an unreadable body is refused whatever its size, even empty.
     check_json_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
-    size = int(declared) if declared and declared.isdigit() else max_bytes
-    if size > max_bytes:
+    if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     ingest: IngestService | None = getattr(request.app.state, "ingest", None)
-    if ingest is None:  # an app without the ingestion service (never in the service itself)
-        return await _read(request, max_bytes, allow_empty)
-    # Under overload, refuse before reading: a full pipeline cannot take these events anyway,
-    # and bodies being parsed are memory too.
-    ingest.check_open()
-    with ingest.reading_body(size):
-        return await _read(request, max_bytes, allow_empty)
+    if ingest is not None:
+        # Under overload, refuse before reading: a full pipeline cannot take these events.
+        ingest.check_open()
+    return await _read(request, allow_empty)
 
 
-async def _read(request: Request, max_bytes: int, allow_empty: bool) -> object:
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > max_bytes:
-            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+async def _read(request: Request, allow_empty: bool) -> object:
+    body = await request.body()
     if not body.strip():
         if allow_empty:
             return None

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 
 from src.api.events.enrichment import parse_user_agent, path_of, referrer_domain_of, valid_ip
 from src.api.events.models import EVENT_COPY_COLUMNS
-from src.api.events.schemas import MIN_TIME, EventCreate, _check_properties, _event_id
+from src.api.events.schemas import MAX_FUTURE, EventCreate, _check_properties, _event_id, earliest_time
 from src.api.ingest.writer import EventRow
 
 
@@ -31,13 +31,19 @@ class RequestContext:
     user_agent: str | None
     client_ip: str | None
     received_at: datetime
+    trusted: bool = False  # the body's ip_address is believed (trusted proxy or ingest key)
+
+
+def time_bounds(now: datetime) -> tuple[datetime, datetime]:
+    """The earliest and latest acceptable event times at `now`."""
+    return earliest_time(now), now + MAX_FUTURE
 
 
 def build_row(event: EventCreate, context: RequestContext) -> EventRow:
     """The event's values in EVENT_COPY_COLUMNS order, enriched."""
     user_agent = event.user_agent if event.user_agent is not None else context.user_agent
     agent = parse_user_agent(user_agent)
-    ip = valid_ip(event.ip_address) if event.ip_address else None
+    ip = valid_ip(event.ip_address) if event.ip_address and context.trusted else None
     properties = event.properties
     return (
         event.id or uuid.uuid4(),
@@ -93,7 +99,7 @@ def _name(value: object) -> bool:
     return type(value) is str and 0 < len(value) <= 128 and "\x00" not in value
 
 
-def _time(value: object, context: RequestContext, latest: datetime) -> datetime | None:
+def _time(value: object, context: RequestContext, earliest: datetime, latest: datetime) -> datetime | None:
     if value is None:
         return context.received_at
     at: datetime
@@ -114,14 +120,17 @@ def _time(value: object, context: RequestContext, latest: datetime) -> datetime 
             return None
     else:
         return None
-    if at < MIN_TIME or at > latest:
+    if at < earliest or at > latest:
         return None
     return at
 
 
-def fast_row(item: dict[str, Any], context: RequestContext, latest: datetime) -> EventRow | None:
+def fast_row(
+    item: dict[str, Any], context: RequestContext, earliest: datetime, latest: datetime
+) -> EventRow | None:
     """The row EventCreate and build_row make from a plain item, or None to let pydantic decide.
-    `latest` is the latest acceptable time (now + 1 hour), computed once per request."""
+    `earliest` and `latest` bound the time (the retention's start, now + 1 hour); they are
+    computed once per request (`time_bounds`)."""
     get = item.get
     value = get("id", _MISSING)
     if value is _MISSING:
@@ -138,7 +147,7 @@ def fast_row(item: dict[str, Any], context: RequestContext, latest: datetime) ->
         value = get("timestamp", _MISSING)
         if value is _MISSING:
             value = get("occurred_at")
-    at = _time(value, context, latest)
+    at = _time(value, context, earliest, latest)
     if at is None:
         return None
     site_id = get("site_id", "default")
@@ -189,7 +198,7 @@ def fast_row(item: dict[str, Any], context: RequestContext, latest: datetime) ->
     if user_agent is None:
         user_agent = context.user_agent
     agent = parse_user_agent(user_agent)
-    ip = valid_ip(ip_address) if ip_address else None
+    ip = valid_ip(ip_address) if ip_address and context.trusted else None
     return (
         event_id,
         at,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import hmac
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,11 +16,11 @@ from fastapi import Depends, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import Scope
 
-from src.api.config import Settings, get_settings
+from src.api.config import Settings, TrustedProxies, get_settings
 from src.api.errors import BadRequest, ServiceUnavailable
 from src.api.events.enrichment import valid_ip
-from src.api.events.schemas import MAX_FUTURE, BatchRejected, BatchResult, EventCreate
-from src.api.ingest.rows import RequestContext, build_row, fast_row, row_to_dict
+from src.api.events.schemas import BatchRejected, BatchResult, EventCreate
+from src.api.ingest.rows import RequestContext, build_row, fast_row, row_to_dict, time_bounds
 from src.api.ingest.writer import EventRow, IngestWriter, PreparedRows, WriteResult, prepare_rows
 
 __all__ = [
@@ -48,36 +48,17 @@ def _adapter(model: type[EventCreate]) -> TypeAdapter[EventCreate]:
     return _ADAPTERS[model]
 
 
-@lru_cache(maxsize=64)
-def _trusted_networks(
-    proxies: tuple[str, ...],
-) -> tuple[bool, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
-    if any(p.strip() == "*" for p in proxies):
-        return True, ()
-    networks = tuple(ipaddress.ip_network(p.strip(), strict=False) for p in proxies if p.strip())
-    return False, networks
-
-
 # Peers and forwarded addresses repeat (a proxy, a NAT, a returning visitor): parse each once.
 _cached_ip = lru_cache(maxsize=4096)(valid_ip)
 
 
 @lru_cache(maxsize=1024)
-def _is_trusted(peer: str | None, proxies: tuple[str, ...]) -> bool:
-    trust_all, networks = _trusted_networks(proxies)
-    if trust_all:
-        return True
-    if peer is None:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
+def _is_trusted(peer: str | None, proxies: TrustedProxies) -> bool:
+    return proxies.trusts(peer)
 
 
 def _client_ip(
-    peer: str | None, forwarded: str | None, real_ip: str | None, trusted_proxies: tuple[str, ...]
+    peer: str | None, forwarded: str | None, real_ip: str | None, trusted_proxies: TrustedProxies
 ) -> str | None:
     if (forwarded or real_ip) and _is_trusted(peer, trusted_proxies):
         if forwarded:
@@ -92,12 +73,16 @@ def _client_ip(
     return _cached_ip(peer)
 
 
-def client_ip_of(request: Request, trusted_proxies: tuple[str, ...]) -> str | None:
+def client_ip_of(request: Request, trusted_proxies: TrustedProxies) -> str | None:
     """The first valid X-Forwarded-For address, else X-Real-IP — both only from a trusted
     peer — else the peer itself. Invalid values are skipped, never an error."""
     peer = request.client.host if request.client else None
     headers = request.headers
     return _client_ip(peer, headers.get("x-forwarded-for"), headers.get("x-real-ip"), trusted_proxies)
+
+
+def _valid_key(presented: bytes, keys: tuple[str, ...]) -> bool:
+    return any(hmac.compare_digest(presented, key.encode()) for key in keys)
 
 
 async def request_context(request: Request) -> RequestContext:
@@ -107,7 +92,7 @@ async def request_context(request: Request) -> RequestContext:
 def context_of_scope(scope: Scope) -> RequestContext:
     # One pass over the raw headers: every request pays for this, and starlette's Headers
     # scans the whole list again for each lookup.
-    user_agent = forwarded = real_ip = None
+    user_agent = forwarded = real_ip = api_key = None
     for name, value in scope["headers"]:
         if name == b"user-agent":
             user_agent = value.decode("latin-1")
@@ -117,12 +102,22 @@ def context_of_scope(scope: Scope) -> RequestContext:
             forwarded = text if forwarded is None else f"{forwarded},{text}"
         elif name == b"x-real-ip" and real_ip is None:
             real_ip = value.decode("latin-1")
+        elif name == b"x-api-key":
+            api_key = value
     client = scope.get("client")
     peer = client[0] if client else None
+    settings = get_settings()
+    proxies = settings.trusted_proxies
+    # A body's ip_address is a claim about someone else: believed from a trusted proxy, or
+    # from a client holding an ingest key (a server-side forwarder), never from a browser.
+    trusted = _is_trusted(peer, proxies) or (
+        api_key is not None and bool(settings.api_keys) and _valid_key(api_key, settings.api_keys)
+    )
     return RequestContext(
         user_agent=user_agent[:1024].replace("\x00", "") if user_agent else None,
-        client_ip=_client_ip(peer, forwarded, real_ip, get_settings().trusted_proxies),
+        client_ip=_client_ip(peer, forwarded, real_ip, proxies),
         received_at=datetime.now(UTC),
+        trusted=trusted,
     )
 
 
@@ -177,9 +172,9 @@ class IngestService:
     """The one ingestion path behind every collector shape.
 
     Admission keeps memory bounded: at most `ingest_queue_max_events` events are held between
-    parsing and the answer (validated, queued or being committed), and at most
-    `body_budget_bytes` of request bodies are being read and parsed at once; beyond either,
-    requests get 503 with Retry-After before more is read.
+    parsing and the answer (validated, queued or being committed), beyond which requests get
+    503 with Retry-After before their body is read; the bytes of bodies (and of what they parse
+    into) are bounded by the body guard's budget (src/api/ingest/budget.py).
     """
 
     def __init__(self, writer: IngestWriter, settings: Settings) -> None:
@@ -187,8 +182,6 @@ class IngestService:
         self.settings = settings
         self.max_in_flight = settings.ingest_queue_max_events
         self.in_flight = 0
-        self.body_budget_bytes = 8 * settings.max_body_bytes
-        self.body_bytes = 0
 
     # --- admission -------------------------------------------------------------------------
 
@@ -197,17 +190,6 @@ class IngestService:
         self.writer.check_open(0)
         if self.in_flight >= self.max_in_flight:
             raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
-
-    @contextmanager
-    def reading_body(self, size: int) -> Iterator[None]:
-        """Hold `size` bytes of the body budget while a body is read and parsed."""
-        if self.body_bytes > 0 and self.body_bytes + size > self.body_budget_bytes:
-            raise ServiceUnavailable("too many large requests in progress; retry shortly", retry_after=1)
-        self.body_bytes += size
-        try:
-            yield
-        finally:
-            self.body_bytes -= size
 
     @contextmanager
     def holding(self, events: int) -> Iterator[None]:
@@ -232,7 +214,7 @@ class IngestService:
         """Rows for the valid items and, by index, why the others were rejected."""
         adapter = _adapter(model)
         fast = model is EventCreate
-        latest = datetime.now(UTC) + MAX_FUTURE
+        earliest, latest = time_bounds(context.received_at)
         rows: list[EventRow] = []
         rejected: list[BatchRejected] = []
         for index, item in enumerate(items):
@@ -240,7 +222,7 @@ class IngestService:
                 rejected.append(BatchRejected(index=index, errors=list(_NOT_AN_OBJECT)))
                 continue
             if fast:
-                row = fast_row(item, context, latest)
+                row = fast_row(item, context, earliest, latest)
                 if row is not None:
                     rows.append(row)
                     continue

@@ -10,13 +10,10 @@ handler surround both paths alike."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.api.events.schemas import MAX_FUTURE
-from src.api.ingest.rows import fast_row, row_to_dict
+from src.api.ingest.rows import fast_row, row_to_dict, time_bounds
 from src.api.ingest.service import IngestService, context_of_scope
 
 # Bodies up to this size (declared by Content-Length) are read here; single events are small.
@@ -55,7 +52,7 @@ def single_event_app(route_app: ASGIApp) -> ASGIApp:
             item = None
         if type(item) is dict:
             context = context_of_scope(scope)
-            row = fast_row(item, context, datetime.now(UTC) + MAX_FUTURE)
+            row = fast_row(item, context, *time_bounds(context.received_at))
         if row is None:
             await route_app(scope, _replay(body, receive), send)
             return

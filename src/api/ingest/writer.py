@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -70,6 +70,12 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x0
 _COPY_TRAILER = b"\xff\xff"
 # Flushes up to this many rows go through one INSERT … VALUES round trip instead of COPY.
 SMALL_FLUSH_ROWS = 64
+# The days (chunks, with the default chunk interval) one transaction may write. Each new day
+# means new chunks of `event` and of the rollups, with their locks held to the commit: a
+# request over a thousand old days once ran a minute and exhausted the lock table while the
+# requests sharing its flush waited. Wider requests are committed alone, in parts of this many
+# days; a retried part stores nothing twice (ids are fixed before the first attempt).
+MAX_DAYS_PER_FLUSH = 40
 # After a large flush met a stored key, this many seconds of large flushes use ON CONFLICT at
 # once: a client that retries tends to retry again, and a refused flush is work thrown away.
 _CONFLICTS_MEMORY = 60.0
@@ -139,6 +145,10 @@ class PreparedRows:
     first: tuple[bool, ...]  # per submitted row: the first with its key in this request
     unique: frozenset[EventKey]
     copy_data: bytes | None
+    days: frozenset[int] = frozenset()  # the days (proleptic ordinals) its times fall on
+    # A request over more than MAX_DAYS_PER_FLUSH days: its rows by time, encoded in parts of
+    # at most that many days, each committed in a transaction of its own (copy_data is None).
+    parts: tuple[bytes, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -186,11 +196,19 @@ def prepare_rows(rows: Sequence[EventRow], *, encode: bool | None = None) -> Pre
     if len(rows) == 1 and not encode:  # the single-event route: skip the loop
         row = rows[0]
         key = (row[0], row[1])
-        return PreparedRows(rows=(row,), keys=(key,), first=(True,), unique=frozenset((key,)), copy_data=None)
+        return PreparedRows(
+            rows=(row,),
+            keys=(key,),
+            first=(True,),
+            unique=frozenset((key,)),
+            copy_data=None,
+            days=frozenset((row[1].toordinal(),)),
+        )
     seen: set[EventKey] = set()
     unique: list[EventRow] = []
     keys: list[EventKey] = []
     first: list[bool] = []
+    days: set[int] = set()
     for row in rows:
         key = (row[0], row[1])
         keys.append(key)
@@ -200,6 +218,17 @@ def prepare_rows(rows: Sequence[EventRow], *, encode: bool | None = None) -> Pre
             seen.add(key)
             first.append(True)
             unique.append(row)
+            days.add(row[1].toordinal())
+    if len(days) > MAX_DAYS_PER_FLUSH:
+        return PreparedRows(
+            rows=(),
+            keys=tuple(keys),
+            first=tuple(first),
+            unique=frozenset(seen),
+            copy_data=None,
+            days=frozenset(days),
+            parts=tuple(encode_copy_rows(part) for part in _by_days(unique)),
+        )
     if encode is None:
         encode = len(unique) > SMALL_FLUSH_ROWS
     # Encoded rows are not kept: while a batch waits for its commit, memory holds it once.
@@ -209,11 +238,31 @@ def prepare_rows(rows: Sequence[EventRow], *, encode: bool | None = None) -> Pre
         first=tuple(first),
         unique=frozenset(seen),
         copy_data=encode_copy_rows(unique) if encode else None,
+        days=frozenset(days),
     )
+
+
+def _by_days(rows: list[EventRow]) -> list[list[EventRow]]:
+    """The rows in time order, cut into runs of at most MAX_DAYS_PER_FLUSH days."""
+    parts: list[list[EventRow]] = []
+    part: list[EventRow] = []
+    part_days: set[int] = set()
+    for row in sorted(rows, key=lambda r: r[1]):
+        day = row[1].toordinal()
+        if day not in part_days and len(part_days) == MAX_DAYS_PER_FLUSH:
+            parts.append(part)
+            part, part_days = [], set()
+        part.append(row)
+        part_days.add(day)
+    if part:
+        parts.append(part)
+    return parts
 
 
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+# admin_shutdown, crash_shutdown, cannot_connect_now, database_dropped, idle_session_timeout
+_SERVER_GOING = frozenset(("57P01", "57P02", "57P03", "57P04", "57P05"))
 
 
 @dataclass
@@ -228,6 +277,10 @@ class _Slot:
 class _Pending:
     prepared: PreparedRows
     future: asyncio.Future[WriteResult]
+    # A wide request's progress: parts committed so far, and the keys they skipped (a retry
+    # resumes after them, so its own rows are not reported back to it as duplicates).
+    parts_done: int = 0
+    parts_skipped: set[EventKey] = field(default_factory=set)
 
 
 class IngestWriter:
@@ -346,21 +399,30 @@ class IngestWriter:
                 self._flushing -= 1
 
     def _take(self) -> list[_Pending]:
-        """Whole requests up to the flush size. A request sharing a key with one already taken
-        waits for the next flush, so every key appears once per statement and the first
-        request to send a key owns it."""
+        """Whole requests up to the flush size and MAX_DAYS_PER_FLUSH days. A request sharing a
+        key with one already taken waits for the next flush, so every key appears once per
+        statement and the first request to send a key owns it."""
         batch: list[_Pending] = []
         keys: set[EventKey] = set()
+        days: set[int] = set()
         taken = 0
         while self._queue:
             pending = self._queue[0]
-            unique = pending.prepared.unique
-            if batch and (taken + len(pending.prepared) > self._flush_max or not keys.isdisjoint(unique)):
+            prepared = pending.prepared
+            if batch and (
+                prepared.parts
+                or taken + len(prepared) > self._flush_max
+                or not keys.isdisjoint(prepared.unique)
+                or len(days | prepared.days) > MAX_DAYS_PER_FLUSH
+            ):
                 break
             self._queue.popleft()
             batch.append(pending)
-            keys.update(unique)
-            taken += len(pending.prepared)
+            keys.update(prepared.unique)
+            days.update(prepared.days)
+            taken += len(prepared)
+            if prepared.parts:  # a wide request is flushed alone
+                break
         self._queued_events -= taken
         if not self._queue and not self._closing:
             self._has_work.clear()
@@ -411,8 +473,17 @@ class IngestWriter:
                         reconnected = True
                         continue
                     raise ServiceUnavailable("database unavailable; retry shortly", retry_after=2) from exc
+                # The database's text names values and statement parameters: it goes to the
+                # log, never to the client (validation should have refused such a row).
                 detail = exc.orig if isinstance(exc, DBAPIError) else exc
-                raise BadRequest(f"event rejected by the database: {detail}") from exc
+                sqlstate = getattr(detail, "sqlstate", None)
+                log.warning(
+                    "flush refused by the database sqlstate=%s error=%s", sqlstate, type(detail).__name__
+                )
+                raise BadRequest(
+                    "an event was refused by the database; check its values",
+                    detail={"sqlstate": sqlstate} if sqlstate else None,
+                ) from exc
         raise ServiceUnavailable("database busy; retry shortly", retry_after=1)
 
     async def _connection(self, slot: _Slot) -> psycopg.AsyncConnection[Any]:
@@ -441,23 +512,36 @@ class IngestWriter:
                 log.debug("discarding writer connection failed", exc_info=True)
 
     async def _copy(
-        self, pg: psycopg.AsyncConnection[Any], batch: list[_Pending], slot: _Slot, insert_sql: str
+        self, pg: psycopg.AsyncConnection[Any], blobs: list[bytes], slot: _Slot, insert_sql: str
     ) -> set[EventKey]:
-        """COPY the batch into the staging table and move it into `event`, in one transaction."""
+        """COPY the encoded rows into the staging table and move them into `event`, in one
+        transaction."""
         async with pg.transaction(), pg.cursor() as cur:
             if not slot.staged:
                 await cur.execute(_STAGE_DDL)
             async with cur.copy(_COPY_SQL) as copy:
                 await copy.write(_COPY_HEADER)
-                for pending in batch:
-                    prepared = pending.prepared
-                    data = prepared.copy_data
-                    await copy.write(data if data is not None else encode_copy_rows(prepared.rows))
+                for blob in blobs:
+                    await copy.write(blob)
                 await copy.write(_COPY_TRAILER)
             await cur.execute(insert_sql)
             skipped = {(r[0], r[1]) for r in await cur.fetchall()}
         slot.staged = True
         return skipped
+
+    async def _copy_new_or_not(
+        self, pg: psycopg.AsyncConnection[Any], blobs: list[bytes], slot: _Slot
+    ) -> set[EventKey]:
+        if time.monotonic() < self._conflicts_until:
+            return await self._copy(pg, blobs, slot, self._copy_insert_sql)
+        try:
+            return await self._copy(pg, blobs, slot, self._copy_insert_new_sql)
+        except pg_errors.UniqueViolation:
+            # An event was stored before (a retry): this flush, and the next ones for a while,
+            # go through ON CONFLICT DO NOTHING, which skips and reports it.
+            log.debug("duplicate in a flush; ON CONFLICT for %.0f s", _CONFLICTS_MEMORY)
+            self._conflicts_until = time.monotonic() + _CONFLICTS_MEMORY
+            return await self._copy(pg, blobs, slot, self._copy_insert_sql)
 
     def _values_insert(self, rows: int) -> bytes:
         sql = self._values_sql.get(rows)
@@ -470,7 +554,9 @@ class IngestWriter:
         """Store the batch; the keys it did not insert (already stored)."""
         started = time.perf_counter()
         total = sum(len(p.prepared.unique) for p in batch)
-        small = total <= SMALL_FLUSH_ROWS and all(p.prepared.copy_data is None for p in batch)
+        small = total <= SMALL_FLUSH_ROWS and all(
+            p.prepared.copy_data is None and not p.prepared.parts for p in batch
+        )
         pg = await self._connection(slot)
         try:
             if small:
@@ -479,17 +565,20 @@ class IngestWriter:
                     await cur.execute(self._values_insert(total), params)
                     inserted = {(r[0], r[1]) for r in await cur.fetchall()}
                 skipped = {key for p in batch for key in p.prepared.unique if key not in inserted}
-            elif time.monotonic() < self._conflicts_until:
-                skipped = await self._copy(pg, batch, slot, self._copy_insert_sql)
+            elif batch[0].prepared.parts:
+                wide = batch[0]
+                for part in wide.prepared.parts[wide.parts_done :]:  # one transaction each
+                    wide.parts_skipped |= await self._copy_new_or_not(pg, [part], slot)
+                    wide.parts_done += 1
+                skipped = wide.parts_skipped
             else:
-                try:
-                    skipped = await self._copy(pg, batch, slot, self._copy_insert_new_sql)
-                except pg_errors.UniqueViolation:
-                    # An event was stored before (a retry): this flush, and the next ones for a
-                    # while, go through ON CONFLICT DO NOTHING, which skips and reports it.
-                    log.debug("duplicate in a flush; ON CONFLICT for %.0f s", _CONFLICTS_MEMORY)
-                    self._conflicts_until = time.monotonic() + _CONFLICTS_MEMORY
-                    skipped = await self._copy(pg, batch, slot, self._copy_insert_sql)
+                blobs = [
+                    p.prepared.copy_data
+                    if p.prepared.copy_data is not None
+                    else encode_copy_rows(p.prepared.rows)
+                    for p in batch
+                ]
+                skipped = await self._copy_new_or_not(pg, blobs, slot)
         except BaseException:
             await self._discard(slot)
             raise
@@ -516,6 +605,14 @@ def _classify(exc: BaseException) -> Literal["retry", "unavailable", "rejected"]
     original = exc.orig if isinstance(exc, DBAPIError) else exc
     if isinstance(original, _RETRYABLE):
         return "retry"
-    if isinstance(original, _UNAVAILABLE) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "unavailable"
+    if isinstance(original, psycopg.Error) and original.sqlstate:
+        # The server answered: unavailable only when it is going away or not accepting
+        # connections (class 08, 57P0x). Anything else — out of memory or locks (class 53), a
+        # bad value — retried would fail again, so it is the request's to fix, not to retry.
+        state = original.sqlstate
+        return "unavailable" if state.startswith("08") or state in _SERVER_GOING else "rejected"
+    if isinstance(original, _UNAVAILABLE):
         return "unavailable"
     return "rejected"

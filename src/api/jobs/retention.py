@@ -1,13 +1,13 @@
-"""Retention: how far back events are kept (EVENTS_RETENTION) and the job that drops older chunks.
+"""Retention: the job that drops chunks older than EVENTS_RETENTION (parsed in the settings).
 
 Community edition: a TimescaleDB retention policy. Apache edition: the service runs
-`drop_chunks` itself on a schedule (one worker at a time, under an advisory lock)."""
+`drop_chunks` itself on a schedule (one worker at a time, under an advisory lock).
+`EVENTS_RETENTION=off` keeps everything: no policy, no job."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -15,25 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.config import get_settings
 from src.api.events.models import ROLLUPS
-from src.api.stats.params import parse_interval
 
 log = logging.getLogger(__name__)
 _RETENTION_LOCK_KEY = 0x52455445  # "RETE"
 
 
-def retention_period() -> timedelta:
-    interval = parse_interval(get_settings().events_retention, "EVENTS_RETENTION")
-    return timedelta(seconds=interval.approx_seconds())
-
-
-def retention_cutoff(now: datetime) -> datetime:
-    """Oldest time that may still hold events, with a day of slack for chunk boundaries."""
-    return now - retention_period() - timedelta(days=1)
-
-
 async def drop_old_chunks(engine: AsyncEngine) -> int:
     """Drop event and rollup chunks entirely older than the retention; returns chunks dropped."""
     retention = get_settings().events_retention
+    if retention is None:
+        return 0
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         lock = await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _RETENTION_LOCK_KEY})
@@ -55,7 +46,7 @@ async def drop_old_chunks(engine: AsyncEngine) -> int:
                     text(
                         "SELECT drop_chunks(CAST(:t AS regclass), older_than => now() - CAST(:r AS interval))"
                     ),
-                    {"t": table, "r": retention},
+                    {"t": table, "r": retention.sql},
                 )
                 dropped += len(result.fetchall())
             return dropped

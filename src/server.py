@@ -1,0 +1,93 @@
+"""Serving the app: uvicorn's HTTP protocol with a header read timeout, for uvicorn
+(`python -m src.server …`, uvicorn's own options) and gunicorn (`--worker-class src.server.Worker`).
+
+uvicorn has no timeout for a request's headers: a connection that sends half a request line
+and then nothing, or one byte every few seconds, is held for ever (its keep-alive timer stops
+at the first byte). Here every request's headers must be complete within HEADER_READ_TIMEOUT
+seconds of the connection's start or of the request's first byte; otherwise the server
+answers 408 and closes the connection. Bodies get their own timeout in the app
+(src/api/middleware.py, BODY_READ_TIMEOUT)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+from uvicorn import config as uvicorn_config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.workers import UvicornWorker
+
+from src.api.config import get_settings
+
+_TIMEOUT_BODY = b'{"error":"request headers timed out","detail":"request headers timed out"}'
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    + b"content-length: %d\r\n\r\n" % len(_TIMEOUT_BODY)
+    + _TIMEOUT_BODY
+)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol whose request headers must arrive within a deadline."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = get_settings().header_read_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:
+            self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        # Only when no response is under way: a pipelined request's headers may lag behind
+        # the previous answer, and that answer must not be cut.
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_TIMEOUT_RESPONSE)
+            self.transport.close()
+
+
+class Worker(UvicornWorker):
+    """gunicorn's uvicorn worker with the guarded protocol."""
+
+    CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 (uvicorn declares it so)
+        **UvicornWorker.CONFIG_KWARGS,
+        "http": GuardedHttpToolsProtocol,
+    }
+
+
+def main() -> None:
+    """uvicorn's command line, with the guarded protocol for --http auto/httptools."""
+    guarded = "src.server:GuardedHttpToolsProtocol"
+    uvicorn_config.HTTP_PROTOCOLS["auto"] = guarded
+    uvicorn_config.HTTP_PROTOCOLS["httptools"] = guarded
+    uvicorn.main()
+
+
+if __name__ == "__main__":
+    main()
