@@ -20,6 +20,7 @@ async def test_health_reports_database_and_edition(client: httpx.AsyncClient) ->
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "healthy"
+    assert body["environment"] == "development"
     assert body["database"] == "connected"
     assert body["timescaledb"]["edition"] in ("apache", "timescale")
     assert body["timescaledb"]["version"]

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from src.api.config import get_settings
 from src.api.db.engine import EngineDep
 from src.api.stats.dependencies import TimescaleDep
 
@@ -29,14 +30,27 @@ async def liveness() -> dict[str, str]:
 async def readiness(engine: EngineDep, timescale: TimescaleDep) -> JSONResponse:
     now = datetime.now(UTC).isoformat()
     edition = {"edition": timescale.edition, "version": timescale.version}
+    environment = get_settings().environment
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except (OperationalError, DBAPIError, OSError, TimeoutError):
         return JSONResponse(
-            {"status": "unhealthy", "database": "unavailable", "timescaledb": edition, "timestamp": now},
+            {
+                "status": "unhealthy",
+                "database": "unavailable",
+                "timescaledb": edition,
+                "environment": environment,
+                "timestamp": now,
+            },
             status_code=503,
         )
     return JSONResponse(
-        {"status": "healthy", "database": "connected", "timescaledb": edition, "timestamp": now}
+        {
+            "status": "healthy",
+            "database": "connected",
+            "timescaledb": edition,
+            "environment": environment,
+            "timestamp": now,
+        }
     )
