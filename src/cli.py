@@ -1,0 +1,157 @@
+"""The service's command line: `python -m src.cli GROUP COMMAND …`.
+
+    db upgrade                 wait for the database, take the startup lock, upgrade to head
+    db current                 the database's revision
+    db history                 every revision, oldest first
+    db revision -m MESSAGE     write the next revision file (--autogenerate: from the models)
+    db check                   exit 1 if the database at head differs from the models
+
+Each group adds its own subparsers (see `_add_db_commands`), so a later one, say
+`import FILE`, is one more function beside it. The commands' output is their result, on
+stdout; log lines (Alembic's "Running upgrade …") go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from alembic.util import CommandError
+from sqlalchemy import Connection
+
+from src.api.config import get_settings
+from src.api.db import migrate
+from src.api.db.engine import create_engine
+from src.api.db.timescale import setup_database, wait_for_database
+from src.api.errors import AppError
+
+Handler = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def _out(line: str) -> None:
+    # The command's answer, for people and scripts; not a log line.
+    sys.stdout.write(line + "\n")
+
+
+async def _upgrade() -> str | None:
+    settings = get_settings()
+    engine = create_engine(settings)
+    try:
+        # The very steps of a worker's start (lock, migrations, settings): one way to migrate.
+        await setup_database(engine, settings)
+        async with engine.connect() as conn:
+            return await conn.run_sync(migrate.current_revision)
+    finally:
+        await engine.dispose()
+
+
+async def _with_connection(work: Callable[[Connection], T]) -> T:
+    settings = get_settings()
+    engine = create_engine(settings)
+    try:
+        await wait_for_database(engine, settings.db_startup_timeout)
+        async with engine.connect() as conn:
+            result = await conn.run_sync(work)
+            await conn.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    revision = asyncio.run(_upgrade())
+    _out(f"{revision} (head)" if revision == migrate.head_revision() else str(revision))
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    revision = asyncio.run(_with_connection(migrate.current_revision))
+    head = migrate.head_revision()
+    if revision is None:
+        _out(f"none (head is {head}; run `db upgrade`)")
+    else:
+        _out(f"{revision} (head)" if revision == head else f"{revision} (head is {head})")
+    return 0
+
+
+def _db_history(args: argparse.Namespace) -> int:
+    head = migrate.head_revision()
+    for entry in migrate.history():
+        _out(f"{entry.revision} {entry.message}" + (" (head)" if entry.revision == head else ""))
+    return 0
+
+
+def _db_revision(args: argparse.Namespace) -> int:
+    message: str = args.message
+    if args.autogenerate:
+        path = asyncio.run(_with_connection(lambda conn: migrate.new_revision(message, conn)))
+    else:
+        path = migrate.new_revision(message)
+    _out(str(path))
+    return 0
+
+
+def _db_check(args: argparse.Namespace) -> int:
+    differences = asyncio.run(_with_connection(migrate.schema_differences))
+    for difference in differences:
+        _out(repr(difference))
+    if differences:
+        _out("the models differ from the database: add a revision (`db revision --autogenerate`)")
+        return 1
+    _out("the models match the database")
+    return 0
+
+
+def _add_db_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = groups.add_parser("db", help="the database schema: versioned migrations (Alembic)")
+    commands = db.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, summary: str, handler: Handler) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=summary)
+        command.set_defaults(handler=handler)
+        return command
+
+    add("upgrade", "wait for the database, take the startup lock, apply every pending revision", _db_upgrade)
+    add("current", "print the database's revision", _db_current)
+    add("history", "list the revisions, oldest first", _db_history)
+    revision = add("revision", "write the next revision file", _db_revision)
+    revision.add_argument("-m", "--message", required=True, help="what the revision changes")
+    revision.add_argument(
+        "--autogenerate",
+        action="store_true",
+        help="fill it in from the differences between the models and the database (at head)",
+    )
+    add("check", "exit 1 if the database at head differs from the models", _db_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m src.cli", description="event-analytics commands")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
+    _add_db_commands(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (AppError, CommandError) as exc:
+        # Expected failures (no database, a revision this version does not know): one line.
+        log.error("%s failed: %s", " ".join(sys.argv[1:] if argv is None else argv), exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
