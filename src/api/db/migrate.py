@@ -28,7 +28,7 @@ from sqlmodel import SQLModel
 
 import src.api.events.models  # noqa: F401  (registers every table in SQLModel.metadata)
 from src.api.config import Settings
-from src.api.events.models import ROLLUPS
+from src.api.events.models import ROLLUPS, RollupWatermark
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 VERSIONS = SCRIPT_LOCATION / "versions"
@@ -119,13 +119,15 @@ def new_revision(message: str, connection: Connection | None = None) -> Path:
     return Path(script.path)
 
 
+APACHE_ONLY_TABLES = frozenset((*ROLLUPS, RollupWatermark.__tablename__))
 IncludeObject = Callable[[SchemaItem, str | None, str, bool, SchemaItem | None], bool]
 
 
 def include_object(connection: Connection) -> IncludeObject:
     """What comparing the database with the models must ignore: what TimescaleDB makes by itself
     (a hypertable's default index on its time column) and, on Community, the rollup tables of
-    the models, which are continuous aggregates (views) there.
+    the models, which are continuous aggregates (views) there, and the Apache rollup job's
+    watermarks, which Community does not need.
 
     The edition is asked on first use, not now: env.py builds this filter before Alembic takes
     the connection, and a query then would open a transaction that Alembic takes for the
@@ -139,7 +141,7 @@ def include_object(connection: Connection) -> IncludeObject:
         return editions[0]
 
     def include(obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-        if type_ == "table" and name in ROLLUPS and community():
+        if type_ == "table" and name in APACHE_ONLY_TABLES and community():
             return False
         return not (type_ == "index" and reflected and compare_to is None and name == "event_time_idx")
 
