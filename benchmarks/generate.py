@@ -17,13 +17,8 @@ import psycopg
 from benchmarks.ingest_batches import AGENTS
 from benchmarks.server import local_database_url
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of
-from src.api.events.models import (
-    EVENT_COPY_COLUMNS,
-    EVENT_COPY_TYPES,
-    QUARTER_BUCKETS,
-    QUARTER_ROLLUPS,
-    ROLLUPS,
-)
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
+from src.api.rollups.catalogue import CATALOGUE
 
 SITES = ["site-1", "site-2", "site-3"]
 SECTIONS = ["blog", "docs", "product", "help", "news"]
@@ -61,7 +56,7 @@ async def fill_tiers(url: str) -> dict[str, str]:
     """Apache edition: what the service's rollup job does, from the first quarter hour on."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from src.api.jobs.rollup_tiers import advance_tiers
+    from src.api.rollups.job import advance_tiers
 
     engine = create_async_engine(url)
     try:
@@ -131,16 +126,16 @@ def main() -> None:
             copied = time.perf_counter() - started
             print(f"copied {args.events:,} events in {copied:.0f} s ({args.events / copied:,.0f} events/s)")
         started = time.perf_counter()
-        for name, dimensions in ROLLUPS.items():
-            dims = ", ".join(dimensions)
+        for rollup in CATALOGUE.rollups:
+            name, dims = rollup.name, ", ".join(rollup.dimensions)
             kind = "continuous aggregate" if community else "rollup table"
             if community:
                 conn.execute(f"CALL refresh_continuous_aggregate('{name}', NULL, NULL)")
-            elif name in QUARTER_ROLLUPS:
+            elif rollup.tier is None:
                 conn.execute(f"TRUNCATE {name}")
                 conn.execute(
                     f"INSERT INTO {name} (bucket, {dims}, events, duration_sum, duration_count)"
-                    f" SELECT {QUARTER_BUCKETS.bucket('time')} AS b, {dims}, count(*), sum(duration),"
+                    f" SELECT {rollup.bucket('time')} AS b, {dims}, count(*), sum(duration),"
                     f" count(duration) FROM event GROUP BY b, {dims}"
                 )
             else:  # a tier: the rollup job fills it below
@@ -158,11 +153,10 @@ def main() -> None:
             print(
                 f"hourly and daily tiers filled by the rollup job in {time.perf_counter() - started:.0f} s: {marks}"
             )
-            for name in ROLLUPS:
-                if name not in QUARTER_ROLLUPS:
-                    conn.execute(f"ANALYZE {name}")
-                    count = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
-                    print(f"{name}: {count[0] if count else 0:,} rows")
+            for name in (r.name for r in CATALOGUE.tier_rollups):
+                conn.execute(f"ANALYZE {name}")
+                count = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+                print(f"{name}: {count[0] if count else 0:,} rows")
         conn.execute("ANALYZE event")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from src.api.events.models import ROLLUPS
+from src.api.rollups.catalogue import CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE = "analytics_bench"
@@ -118,7 +118,7 @@ def truncate(database_url: str) -> None:
     engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE event"))
-        for name in ROLLUPS:
+        for name in CATALOGUE.names:
             if conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name}).first():
                 conn.execute(text(f"TRUNCATE {name}"))
     engine.dispose()

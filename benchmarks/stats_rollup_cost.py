@@ -16,8 +16,9 @@ import psycopg
 
 from benchmarks.generate import rows, setup
 from benchmarks.server import local_database_url
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUPS
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
 from src.api.ingest.writer import _COPY_SQL, _STAGE_DDL, copy_insert_sql
+from src.api.rollups.catalogue import CATALOGUE
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     source = rows(args.batches * 2 * args.batch_size, args.days, seed=7)
     with psycopg.connect(plain) as conn:
         conn.execute("TRUNCATE event")
-        for name in ROLLUPS:
+        for name in CATALOGUE.names:
             conn.execute(f"TRUNCATE {name}")
         conn.execute(
             "UPDATE rollup_watermark SET complete_until = %s", (datetime.now(UTC) if args.late else None,)
@@ -63,7 +64,7 @@ def main() -> None:
     print(
         f"{args.batches} batches of {args.batch_size:,} per mode over {args.days} day(s),"
         f" {'late (below every tier watermark)' if args.late else 'current'} events,"
-        f" {len(EVENT_COPY_COLUMNS)} columns, {len(ROLLUPS)} rollups"
+        f" {len(EVENT_COPY_COLUMNS)} columns, {len(CATALOGUE.rollups)} rollups"
     )
     for mode, values in timings.items():
         median = statistics.median(values)

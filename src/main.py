@@ -38,8 +38,8 @@ from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService
 from src.api.ingest.writer import IngestWriter
 from src.api.jobs.retention import run_retention_loop
-from src.api.jobs.rollup_tiers import run_rollup_loop
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
+from src.api.rollups.job import run_rollup_loop
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 

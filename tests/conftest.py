@@ -21,8 +21,8 @@ os.environ.setdefault("EVENTS_RETENTION", "5 years")
 os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
 
-from src.api.db.timescale import TimescaleInfo
-from src.api.events.models import ROLLUPS
+from src.api.db.schema import TimescaleInfo
+from src.api.rollups.catalogue import CATALOGUE
 from src.main import app as _app
 
 
@@ -69,7 +69,7 @@ async def clean(engine: AsyncEngine) -> None:
     """Empty events and rollups (continuous aggregates follow on their next refresh)."""
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE event"))
-        for name in ROLLUPS:
+        for name in CATALOGUE.names:
             if (
                 await conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name})
             ).first():

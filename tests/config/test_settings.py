@@ -49,7 +49,12 @@ def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, variabl
 def test_the_service_stops_with_one_line_naming_the_variable() -> None:
     env = {**os.environ, "EVENTS_RETENTION": "100 yrs please"}
     done = subprocess.run(
-        [sys.executable, "-c", "import src.main"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", "import src.main"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

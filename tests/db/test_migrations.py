@@ -24,7 +24,7 @@ from src.api.config import Settings, get_settings
 from src.api.db import migrate
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
-from src.api.events.models import ROLLUPS, TIERS
+from src.api.rollups.catalogue import CATALOGUE
 from src.cli import main as cli_main
 from tests.db import legacy_schema
 
@@ -185,7 +185,7 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     assert before["public.event"][0] == EVENTS
     assert before["chunks"][0] > 5, "events in several chunks"
     if edition == "apache":
-        assert all(before[f"public.{name}"][0] > 0 for name in ROLLUPS), "every rollup has rows"
+        assert all(before[f"public.{name}"][0] > 0 for name in CATALOGUE.names), "every rollup has rows"
     caplog.set_level(logging.INFO)
 
     await setup_database(scratch.engine, settings)
@@ -224,10 +224,10 @@ async def test_upgrade_completes_a_database_of_an_older_version(scratch: Scratch
     async with scratch.engine.connect() as conn:
         if info.has_continuous_aggregates:
             query = "SELECT view_name FROM timescaledb_information.continuous_aggregates"
-            assert set((await conn.execute(text(query))).scalars()) == set(ROLLUPS)
+            assert set((await conn.execute(text(query))).scalars()) == set(CATALOGUE.names)
         else:
             watermarks = set((await conn.execute(text("SELECT tier FROM rollup_watermark"))).scalars())
-            assert watermarks == {tier.name for tier in TIERS}
+            assert watermarks == {tier.name for tier in CATALOGUE.tiers}
             query = "SELECT indexname FROM pg_indexes WHERE indexname = 'event_rollup_15m_bucket_idx'"
             assert (await conn.execute(text(query))).first() is None
 
@@ -266,10 +266,10 @@ async def test_upgrade_creates_the_schema_on_an_empty_database(scratch: Scratch)
     assert (dimension.column_name, dimension.configured) == ("time", True)
     assert "event" in hypertables
     if info.has_continuous_aggregates:
-        assert aggregates == set(ROLLUPS)
+        assert aggregates == set(CATALOGUE.names)
     else:
-        assert set(ROLLUPS) <= hypertables
-        assert watermarks == {tier.name for tier in TIERS}
+        assert set(CATALOGUE.names) <= hypertables
+        assert watermarks == {tier.name for tier in CATALOGUE.tiers}
 
 
 async def test_upgrading_twice_changes_nothing(scratch: Scratch, caplog: pytest.LogCaptureFixture) -> None:

@@ -9,9 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.config import get_settings
 from src.api.db.engine import create_engine
-from src.api.db.timescale import TimescaleInfo, setup_database
-from src.api.events.models import ROLLUPS
+from src.api.db.schema import TimescaleInfo
+from src.api.db.timescale import setup_database
+from src.api.rollups.catalogue import CATALOGUE
 from tests.conftest import requires_community
+
+ROLLUPS = CATALOGUE.names
 
 pytestmark = pytest.mark.anyio
 

@@ -65,7 +65,9 @@ async def test_a_public_peer_cannot_choose_its_address(
         )
         assert forged.status_code == 200
         stored.add(forged.json()["ip_address"])
-    batch = await client.post("/api/events/batch", json={"events": [{"page": "/", "ip_address": "198.51.100.1"}]})
+    batch = await client.post(
+        "/api/events/batch", json={"events": [{"page": "/", "ip_address": "198.51.100.1"}]}
+    )
     assert batch.status_code == 200
     assert stored == {"203.0.113.7"}
 
@@ -78,7 +80,11 @@ async def test_a_public_peer_cannot_choose_its_address(
     right = await client.post(
         "/api/events/", json={"page": "/", "ip_address": "198.51.100.4"}, headers={"x-api-key": "ingest-key"}
     )
-    assert [r.json()["ip_address"] for r in (without, wrong, right)] == ["203.0.113.7", "203.0.113.7", "198.51.100.4"]
+    assert [r.json()["ip_address"] for r in (without, wrong, right)] == [
+        "203.0.113.7",
+        "203.0.113.7",
+        "198.51.100.4",
+    ]
 
 
 def test_default_trusted_proxies_are_loopback_and_private_networks() -> None:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from src.api.db.timescale import TimescaleInfo
+from src.api.db.schema import TimescaleInfo
 from src.api.events.schemas import EventCreate
 from src.api.ingest.rows import RequestContext, build_row
 from src.api.ingest.writer import SMALL_FLUSH_ROWS

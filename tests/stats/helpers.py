@@ -12,9 +12,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.api.db.timescale import TimescaleInfo
-from src.api.events.models import ROLLUPS
-from src.api.jobs.rollup_tiers import advance_tiers
+from src.api.db.schema import TimescaleInfo
+from src.api.rollups.catalogue import CATALOGUE
+from src.api.rollups.job import advance_tiers
 from tests.events.test_enrichment import AGENTS
 
 PAGES = ["/", "/about", "/pricing", "/blog/a", "/blog/b"]
@@ -94,7 +94,7 @@ async def settle(engine: AsyncEngine, timescale: TimescaleInfo) -> None:
         return
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        for name in ROLLUPS:
+        for name in CATALOGUE.names:
             await conn.execute(
                 text("CALL refresh_continuous_aggregate(CAST(:v AS regclass), NULL, NULL)"), {"v": name}
             )

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.api.db.timescale import TimescaleInfo
+from src.api.db.schema import TimescaleInfo
 from tests.stats.helpers import make_events, post_events, settle
 
 pytestmark = pytest.mark.anyio

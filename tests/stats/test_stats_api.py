@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.api.db.timescale import TimescaleInfo
+from src.api.db.schema import TimescaleInfo
 from tests.stats.helpers import Made, make_events, post_events, settle, utc
 
 pytestmark = pytest.mark.anyio

@@ -15,15 +15,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.api.db.timescale import TimescaleInfo
-from src.api.events.models import ROLLUP_SPECS, ROLLUPS_BY_NAME, TIERS
-from src.api.jobs.rollup_tiers import advance_tiers
+from src.api.db.schema import TimescaleInfo
+from src.api.rollups.catalogue import CATALOGUE
+from src.api.rollups.freshness import ALWAYS
+from src.api.rollups.job import advance_tiers
 from src.api.stats.params import TimeRange, parse_interval
-from src.api.stats.planner import ALWAYS, RAW, _bucket_key, tiered_plan
+from src.api.stats.planner import RAW, _bucket_key, tiered_plan
 from src.api.stats.question import Question
 from tests.stats.helpers import make_events, post_events, settle, utc
 
-EVERYWHERE = {tier.name: ALWAYS for tier in TIERS}
+EVERYWHERE = {tier.name: ALWAYS for tier in CATALOGUE.tiers}
 
 
 def question(
@@ -143,14 +144,15 @@ def test_every_plan_covers_the_range_once_with_granules_inside_one_bucket(seed: 
         written = timezone(timedelta(hours=rng.choice([0, 5, -4]), minutes=rng.choice([0, 45])))
         start, end = start.astimezone(written), end.astimezone(written)
         q = question(start, end, interval, tz, group_by=tuple(rng.sample(["page", "os", "browser"], 1)))
-        marks = {t.name: start + timedelta(days=rng.randrange(0, 25)) for t in TIERS}
+        marks = {t.name: start + timedelta(days=rng.randrange(0, 25)) for t in CATALOGUE.tiers}
         marks["1d"] = ALWAYS
         runs = sorted((lo, hi, part.relation) for part in tiered_plan(q, marks).parts for lo, hi in part.runs)
         assert runs[0][0] == start and runs[-1][1] == end
         assert all(a[1] == b[0] for a, b in itertools.pairwise(runs)), runs
         zone = ZoneInfo(tz)
         for lo, hi, relation in runs:
-            tier = ROLLUPS_BY_NAME[relation].tier if relation in ROLLUPS_BY_NAME else None
+            found = CATALOGUE.find(relation)
+            tier = found.tier if found else None
             if tier is None:
                 continue
             assert hi <= marks[tier.name]
@@ -191,7 +193,7 @@ SELECT count(*) FROM (
 async def tier_mismatches(engine: AsyncEngine, site: str) -> dict[str, int]:
     found = {}
     async with engine.connect() as conn:
-        for spec in ROLLUP_SPECS:
+        for spec in CATALOGUE.rollups:
             if spec.tier is None:
                 continue
             dims = ", ".join(spec.dimensions)

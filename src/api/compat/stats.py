@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, Query
 
 from src.api.auth.dependencies import require_api_key
 from src.api.config import get_settings
-from src.api.db.engine import SessionDep
+from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
+from src.api.rollups.catalogue import ceil_quarter
 from src.api.stats import repository
-from src.api.stats.dependencies import TimescaleDep
-from src.api.stats.params import QueryText, TimeRange, ceil_quarter, check_year
+from src.api.stats.params import QueryText, TimeRange, check_year
 from src.api.stats.question import Question
 from src.api.stats.service import answer
 

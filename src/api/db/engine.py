@@ -18,6 +18,7 @@ from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.config import Settings, get_settings
+from src.api.db.schema import TimescaleInfo
 from src.api.errors import GatewayTimeout
 
 _TIMEOUT_MS = "statement_timeout_ms"
@@ -85,3 +86,11 @@ async def get_session(
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+
+
+async def get_timescale(request: Request) -> TimescaleInfo:
+    info: TimescaleInfo = request.app.state.timescale
+    return info
+
+
+TimescaleDep = Annotated[TimescaleInfo, Depends(get_timescale)]

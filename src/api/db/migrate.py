@@ -26,9 +26,11 @@ from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.schema import SchemaItem
 from sqlmodel import SQLModel
 
-import src.api.events.models  # noqa: F401  (registers every table in SQLModel.metadata)
+import src.api.events.models
+import src.api.rollups.models  # noqa: F401
 from src.api.config import Settings
-from src.api.events.models import ROLLUPS, RollupWatermark
+from src.api.rollups.catalogue import CATALOGUE
+from src.api.rollups.models import RollupWatermark
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 VERSIONS = SCRIPT_LOCATION / "versions"
@@ -119,7 +121,7 @@ def new_revision(message: str, connection: Connection | None = None) -> Path:
     return Path(script.path)
 
 
-APACHE_ONLY_TABLES = frozenset((*ROLLUPS, RollupWatermark.__tablename__))
+APACHE_ONLY_TABLES = frozenset((*CATALOGUE.names, RollupWatermark.__tablename__))
 IncludeObject = Callable[[SchemaItem, str | None, str, bool, SchemaItem | None], bool]
 
 

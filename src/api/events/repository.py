@@ -10,10 +10,11 @@ from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from src.api.events.models import ROLLUP_DIMENSIONS, Event
-from src.api.rollups.repository import maintenance_ctes
+from src.api.events.models import Event
+from src.api.rollups.catalogue import DIMENSIONS
+from src.api.rollups.maintenance import maintenance_ctes
 
-_DIMS = ", ".join(ROLLUP_DIMENSIONS)
+_DIMS = ", ".join(DIMENSIONS)
 _DELETE_SQL = text("DELETE FROM event WHERE id = :id AND time >= :since RETURNING id")
 
 

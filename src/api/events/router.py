@@ -13,7 +13,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.api.config import get_settings
-from src.api.db.engine import SessionDep
+from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter, NotFound
 from src.api.events import repository
 from src.api.events.schemas import BatchResult, EventBucket, EventCreate, EventPublic
@@ -27,7 +27,6 @@ from src.api.ingest.service import (
     row_to_dict,
 )
 from src.api.ingest.single import single_event_app
-from src.api.stats.dependencies import TimescaleDep
 from src.api.stats.params import QueryText, parse_interval, parse_range
 from src.api.stats.service import page_os_buckets
 

@@ -17,7 +17,7 @@ Two ways to store a flush, chosen by its size:
 
 On the Apache edition the same statement also upserts the 15-minute rollups (and, for late
 events, the hourly and daily tiers) from the rows that were really inserted, so duplicates never
-count twice and backfills land in their bucket (src/api/rollups/repository.py).
+count twice and backfills land in their bucket (src/api/rollups/maintenance.py).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
-from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES, ROLLUP_DIMENSIONS
-from src.api.rollups.repository import maintenance_ctes
+from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
+from src.api.rollups.catalogue import DIMENSIONS
+from src.api.rollups.maintenance import maintenance_ctes
 
 try:  # psycopg's C row encoder (psycopg[binary]); the pure-Python one below is the fallback
     from psycopg._copy_base import format_row_binary as _format_row_binary
@@ -59,7 +60,7 @@ EventRow = tuple[Any, ...]  # values in EVENT_COPY_COLUMNS order
 EventKey = tuple[UUID, datetime]
 
 _COLUMNS = ", ".join(EVENT_COPY_COLUMNS)
-_DIMS = ", ".join(ROLLUP_DIMENSIONS)
+_DIMS = ", ".join(DIMENSIONS)
 _WIDTH = len(EVENT_COPY_COLUMNS)
 _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS event_stage (LIKE event INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"

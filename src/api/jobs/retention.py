@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.config import get_settings
-from src.api.events.models import ROLLUPS
+from src.api.rollups.catalogue import CATALOGUE
 
 log = logging.getLogger(__name__)
 _RETENTION_LOCK_KEY = 0x52455445  # "RETE"
@@ -33,7 +33,7 @@ async def drop_old_chunks(engine: AsyncEngine) -> int:
             return 0
         try:
             dropped = 0
-            for table in ("event", *ROLLUPS):
+            for table in ("event", *CATALOGUE.names):
                 exists = (
                     await conn.execute(
                         text("SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = :t"),

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from pydantic import AfterValidator
 
 from src.api.errors import InvalidParameter
-from src.api.events.models import QUARTER
+from src.api.rollups.catalogue import ceil_quarter
 
 _UNITS: dict[str, tuple[str, int]] = {}
 for _names, _canonical, _seconds in (
@@ -124,26 +124,6 @@ class TimeRange:
 
 def _aware(value: datetime, tz: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
-
-
-def floor_to(value: datetime, seconds: int, phase: int = 0) -> datetime:
-    """The UTC-aligned multiple of `seconds` (a quarter, hour, day), shifted on by `phase`
-    seconds (an hour that starts at :15), at or before `value`."""
-    whole = int(value.timestamp())
-    return datetime.fromtimestamp(whole - (whole - phase) % seconds, tz=UTC)
-
-
-def ceil_to(value: datetime, seconds: int, phase: int = 0) -> datetime:
-    floor = floor_to(value, seconds, phase)
-    return floor if floor == value else floor + timedelta(seconds=seconds)
-
-
-def floor_quarter(value: datetime) -> datetime:
-    return floor_to(value, QUARTER)
-
-
-def ceil_quarter(value: datetime) -> datetime:
-    return ceil_to(value, QUARTER)
 
 
 def parse_range(

@@ -15,23 +15,33 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from src.api.events.models import DAY, HOUR, QUARTER, ROLLUP_SPECS, ROLLUPS_BY_NAME, TIERS, Rollup, Tier
-from src.api.stats.params import BucketInterval, ceil_quarter, ceil_to, floor_quarter, floor_to
+from src.api.rollups.catalogue import (
+    CATALOGUE,
+    DAY,
+    HOUR,
+    QUARTER,
+    Rollup,
+    Tier,
+    ceil_quarter,
+    ceil_to,
+    floor_quarter,
+    floor_to,
+)
+from src.api.rollups.freshness import ALWAYS
+from src.api.stats.params import BucketInterval
 from src.api.stats.question import Question
 
 Run = tuple[datetime, datetime]
 RAW = "event"
 _ORIGIN = datetime(2000, 1, 3)  # time_bucket's origin for fixed widths (months: 2000-01-01)
 _TICK = timedelta(microseconds=1)
-# Usable everywhere: Community tiers are real-time continuous aggregates.
-ALWAYS = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class Part:
     """One relation and the disjoint [lo, hi) runs of time it answers for."""
 
-    relation: str  # a rollup name (src/api/events/models.py) or RAW; never input
+    relation: str  # a rollup name (src/api/rollups/catalogue.py) or RAW; never input
     granule: int  # seconds per bucket of the relation; 0 for raw events
     runs: tuple[Run, ...]
     # Each run lies inside one bucket of the question: bucket it once per run, not per row.
@@ -42,7 +52,7 @@ class Part:
 
     @property
     def spec(self) -> Rollup | None:
-        return ROLLUPS_BY_NAME.get(self.relation)
+        return CATALOGUE.find(self.relation)
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ _CARDINALITY: dict[str, int] = {
 def narrowest(tier: Tier | None, needed: set[str]) -> str | None:
     """The smallest rollup of this tier (None: the 15-minute rollups) that keeps every needed
     dimension."""
-    fitting = [s for s in ROLLUP_SPECS if s.tier == tier and needed <= set(s.dimensions)]
+    fitting = [s for s in CATALOGUE.of_tier(tier) if needed <= set(s.dimensions)]
     if not fitting:
         return None
     return min(fitting, key=lambda s: sum(_CARDINALITY[d] for d in s.dimensions)).name
@@ -181,8 +191,8 @@ def _merge(pieces: list[Run], identity: Callable[[datetime], object] | None) -> 
     return runs
 
 
-_DAILY: tuple[Tier, ...] = tuple(t for t in TIERS if t.granule == DAY)
-_HOURLY: dict[int, Tier] = {t.phase: t for t in TIERS if t.granule == HOUR}  # by phase
+_DAILY: tuple[Tier, ...] = tuple(t for t in CATALOGUE.tiers if t.granule == DAY)
+_HOURLY: dict[int, Tier] = {t.phase: t for t in CATALOGUE.tiers if t.granule == HOUR}  # by phase
 
 
 def hour_phase(question: Question) -> int:
@@ -248,7 +258,7 @@ def tiered_plan(question: Question, usable_until: Mapping[str, datetime | None])
         granules = sum((hi - lo).total_seconds() for lo, hi in mine) / granule
         per_run = identity is not None and granule != QUARTER and granules >= _PER_RUN_MIN * len(split)
         runs = split if per_run else _merge(mine, None)
-        whole = not per_run and _whole_groups(question, ROLLUPS_BY_NAME[relations[granule]])
+        whole = not per_run and _whole_groups(question, CATALOGUE.rollup(relations[granule]))
         parts.append(Part(relations[granule], granule, tuple(runs), per_run, whole))
     edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
     if edges:

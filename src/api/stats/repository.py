@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from src.api.events.models import ROLLUPS
+from src.api.rollups.catalogue import CATALOGUE
 from src.api.stats.planner import RAW, Plan, Run
 from src.api.stats.question import DIMENSION_SQL
 
 # Relations a plan may name, each mapped to itself: SQL only ever holds these constants.
-RELATIONS: dict[str, str] = {name: name for name in (*ROLLUPS, RAW)}
+RELATIONS: dict[str, str] = {name: name for name in (*CATALOGUE.names, RAW)}
 
 # Who counts as a visitor: the client's visitor id, else its user id, else address + agent.
 VISITOR_KEY = "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"
@@ -214,39 +214,6 @@ async def use_zone(session: AsyncSession, tz: str) -> None:
     await session.execute(
         text("SELECT set_config('timezone', :tz, true), set_config('jit', 'off', true)"), {"tz": tz}
     )
-
-
-async def tier_watermarks(session: AsyncSession) -> dict[str, datetime | None]:
-    """Apache edition: how far each tier is complete (src/api/rollups/repository.py)."""
-    result = await session.execute(text("SELECT tier, complete_until FROM rollup_watermark"))
-    return {str(row.tier): row.complete_until for row in result}
-
-
-async def pending_invalidations(session: AsyncSession, view: str, start: datetime, end: datetime) -> bool:
-    """Community edition: whether rows changed in [start, end) below the continuous aggregate's
-    watermark that it has not materialised yet (late inserts, deletes). Above the watermark
-    real-time aggregation reads raw rows anyway; below it only raw events are exact until the
-    refresh policy runs."""
-    result = await session.execute(
-        text(
-            "WITH c AS ("
-            " SELECT mat_hypertable_id, raw_hypertable_id,"
-            "  LEAST(_timescaledb_functions.cagg_watermark(mat_hypertable_id),"
-            "        _timescaledb_functions.to_unix_microseconds(:end)) AS hi,"
-            "  _timescaledb_functions.to_unix_microseconds(:start) AS lo"
-            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = :view)"
-            " SELECT EXISTS (SELECT 1 FROM c"
-            "  JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l"
-            "   ON l.hypertable_id = c.raw_hypertable_id"
-            "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
-            " OR EXISTS (SELECT 1 FROM c"
-            "  JOIN _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l"
-            "   ON l.materialization_id = c.mat_hypertable_id"
-            "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
-        ),
-        {"start": start, "end": end, "view": view},
-    )
-    return bool(result.scalar())
 
 
 _USERS_SQL = text(

@@ -9,9 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
 
-from src.api.db.engine import SessionDep
+from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
-from src.api.stats.dependencies import TimescaleDep
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
 from src.api.stats.question import (
     DIMENSION_SQL,

@@ -15,16 +15,16 @@ from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from src.api.db.timescale import TimescaleInfo
+from src.api.db.schema import TimescaleInfo
 from src.api.errors import InvalidParameter
-from src.api.events.models import QUARTER, TIERS
 from src.api.events.schemas import EventBucket
+from src.api.rollups import freshness
+from src.api.rollups.catalogue import QUARTER, ceil_quarter, floor_quarter
 from src.api.stats import repository
-from src.api.stats.params import BucketInterval, TimeRange, ceil_quarter, floor_quarter
-from src.api.stats.planner import ALWAYS, Plan, raw_plan, tiered_plan
+from src.api.stats.params import BucketInterval, TimeRange
+from src.api.stats.planner import Plan, raw_plan, tiered_plan
 from src.api.stats.question import ADDITIVE, DISTINCT, Question
 
 log = logging.getLogger(__name__)
@@ -64,21 +64,12 @@ async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Questi
                 ("query", "source"), f"the rollup cannot answer this: {obstacle}", "rollup"
             )
         return raw_plan(question)
-    if timescale.has_continuous_aggregates:
-        usable_until: dict[str, datetime | None] = {tier.name: ALWAYS for tier in TIERS}
-    else:
-        usable_until = await repository.tier_watermarks(session)
-    chosen = tiered_plan(question, usable_until)
-    if question.source == "auto" and timescale.has_continuous_aggregates:
-        start, end = question.window.start, question.window.end
-        try:
-            for view in chosen.relations:
-                if await repository.pending_invalidations(session, view, start, end):
-                    return raw_plan(question)
-        except DBAPIError as exc:  # catalog not readable (say, a managed service): raw is exact
-            log.warning("cannot read continuous-aggregate invalidations: %s", exc.orig)
-            await session.rollback()
-            return raw_plan(question)
+    chosen = tiered_plan(question, await freshness.usable_until(session, timescale))
+    window = question.window
+    if question.source == "auto" and not await freshness.exact_over(
+        session, timescale, chosen.relations, window.start, window.end
+    ):
+        return raw_plan(question)
     return chosen
 
 

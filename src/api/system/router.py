@@ -10,8 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from src.api.config import get_settings
-from src.api.db.engine import EngineDep
-from src.api.stats.dependencies import TimescaleDep
+from src.api.db.engine import EngineDep, TimescaleDep
 
 router = APIRouter(tags=["system"])
 

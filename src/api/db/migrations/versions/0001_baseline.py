@@ -40,8 +40,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import SchemaItem
 from sqlalchemy.types import TypeEngine
 
-from src.api.db import migrate, timescale
-from src.api.events.models import Rollup, Tier
+from src.api.db import migrate, schema, timescale
+from src.api.rollups import schema as rollup_schema
+from src.api.rollups.catalogue import Rollup, Tier
 
 revision = "0001"
 down_revision = None
@@ -138,17 +139,17 @@ ROLLUP_TABLES = {spec.name: _rollup_table(spec) for spec in ROLLUP_SPECS}
 def upgrade() -> None:
     settings = migrate.settings()
     conn = op.get_bind()
-    timescale.create_tables(conn, [event])
+    schema.create_tables(conn, [event])
     timescale.create_event_hypertable(conn, settings.events_chunk_interval)
-    if timescale.read_edition(conn).has_continuous_aggregates:
+    if schema.read_edition(conn).has_continuous_aggregates:
         # Continuous-aggregate DDL refuses to run inside a transaction.
         with op.get_context().autocommit_block():
             for spec in ROLLUP_SPECS:
-                timescale.create_continuous_aggregate(op.get_bind(), spec)
+                rollup_schema.create_continuous_aggregate(op.get_bind(), spec)
     else:
         for spec in ROLLUP_SPECS:
-            timescale.create_rollup_table(conn, ROLLUP_TABLES[spec.name], settings.events_chunk_interval)
-        timescale.create_watermarks(conn, rollup_watermark, [tier.name for tier in TIERS])
+            rollup_schema.create_rollup_table(conn, ROLLUP_TABLES[spec.name], settings.events_chunk_interval)
+        rollup_schema.create_watermarks(conn, rollup_watermark, [tier.name for tier in TIERS])
 
 
 def downgrade() -> None:

@@ -1,6 +1,6 @@
 """The rollup job (Apache edition): fills the hourly and daily tiers from the 15-minute rollups
 once a span is closed, and moves each tier's watermark on. On Community the continuous
-aggregates' own refresh policies do this. See src/api/rollups/repository.py for why every
+aggregates' own refresh policies do this. See src/api/rollups/maintenance.py for why every
 event counts exactly once in a tier."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.api.events.models import DAY, HOUR, TIERS
 from src.api.rollups import repository
-from src.api.stats.params import floor_to
+from src.api.rollups.catalogue import CATALOGUE, DAY, HOUR, floor_to
 
 log = logging.getLogger(__name__)
 # A span is closed this long after it ends: events a few minutes late still reach the tiers
@@ -29,11 +28,10 @@ async def advance_tiers(engine: AsyncEngine, now: datetime | None = None) -> dic
     several workers at once: the watermark row lock serialises them."""
     now = now or datetime.now(UTC)
     result: dict[str, datetime | None] = {}
-    for tier in TIERS:  # hours come first: days are summed from complete UTC hours
+    for tier in CATALOGUE.tiers:  # hours come first: days are summed from complete UTC hours
         granule, phase = tier.granule, tier.phase
         target = floor_to(now - CLOSE_AFTER, granule, phase)
-        finer = repository.SUMMED_FROM.get(tier.name)
-        finer_mark = result.get(finer) if finer else None
+        finer_mark = result.get(tier.summed_from) if tier.summed_from else None
         if finer_mark is not None:
             target = min(target, floor_to(finer_mark, granule, phase))
         while True:

@@ -1,0 +1,56 @@
+"""The rollups' tables on the Apache edition (Community makes continuous aggregates of the same
+names and columns instead), and the tiers' watermarks. Registered in SQLModel's metadata, so
+the migrations check compares them with the database like every model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, PrimaryKeyConstraint, String, Table
+from sqlalchemy.schema import SchemaItem
+from sqlalchemy.types import TypeEngine
+from sqlmodel import Field, SQLModel
+
+from src.api.rollups.catalogue import CATALOGUE, Rollup
+
+# Column types of the dimensions, as in `event`.
+DIMENSION_TYPES: dict[str, TypeEngine[str]] = {
+    "site_id": String(128),
+    "event_type": String(128),
+    "page": String(2048),
+    "os": String(32),
+    "browser": String(64),
+    "device": String(16),
+    "referrer_domain": String(255),
+}
+
+
+def rollup_table(rollup: Rollup) -> Table:
+    """Keyed by (bucket, dimensions) at 15 minutes (the writer upserts buckets of the moment);
+    by (site_id, bucket, the other dimensions) in the tiers, whose questions are per site and
+    bounded in time, with a (site_id, page, bucket) index where they keep the page: questions
+    about a few pages read just their rows, and only the rollup job and late events write the
+    tiers. (Community's continuous aggregates get a (dimension, bucket) index per dimension.)"""
+    columns: list[SchemaItem] = [
+        Column("bucket", DateTime(timezone=True), nullable=False),
+        *(Column(d, DIMENSION_TYPES[d], nullable=False) for d in rollup.dimensions),
+        *(Column(m, BigInteger, nullable=False) for m in rollup.measures),
+    ]
+    dims = rollup.dimensions
+    if rollup.tier is None:
+        return Table(rollup.name, SQLModel.metadata, *columns, PrimaryKeyConstraint("bucket", *dims))
+    key = PrimaryKeyConstraint("site_id", "bucket", *(d for d in dims if d != "site_id"))
+    pages = [Index(f"ix_{rollup.name}_page", "site_id", "page", "bucket")] if "page" in dims else []
+    return Table(rollup.name, SQLModel.metadata, *columns, key, *pages)
+
+
+ROLLUP_TABLES: dict[str, Table] = {rollup.name: rollup_table(rollup) for rollup in CATALOGUE.rollups}
+
+
+class RollupWatermark(SQLModel, table=True):
+    """Apache edition: the tiers are complete below `complete_until` (per tier)."""
+
+    __tablename__ = "rollup_watermark"
+
+    tier: str = Field(sa_column=Column(String(8), primary_key=True))
+    complete_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
