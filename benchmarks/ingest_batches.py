@@ -1,11 +1,16 @@
-"""100,000 events posted as 10 batches of 10,000 by a few concurrent clients: seconds until all
-are committed (every 200 means committed, so the clock stops at the last answer)."""
+"""100,000 events posted in batches by a few concurrent clients: seconds until all are committed
+(every 200 means committed, so the clock stops at the last answer). Events of the last minute
+and events spread over the last 30 days (a backfill, an import, offline clients: on Apache all
+below the tiers' watermarks) are posted side by side in one run, alternating, and the ratio of
+their throughputs printed. On Apache it also prints when the late changes were folded into the
+rollups (work that happens after the answers, in the background)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import random
+import statistics
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +18,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 
-from benchmarks.server import count_events, local_database_url, peak_rss_mb, running_server, truncate
+from benchmarks.server import (
+    count_events,
+    late_changes,
+    local_database_url,
+    peak_rss_mb,
+    running_server,
+    truncate,
+)
 
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
@@ -80,23 +92,41 @@ def main() -> None:
     parser.add_argument(
         "--spread",
         type=int,
-        default=3600,
-        help="events' times lie in the last SPREAD seconds (3600: live traffic; 2592000: a 30-day backfill)",
+        action="append",
+        help="events' times lie in the last SPREAD seconds; repeatable (default: 60 and 2592000, a 30-day"
+        " backfill, side by side)",
     )
     args = parser.parse_args()
+    spreads = args.spread or [60, 30 * 86400]
     url = args.database_url or local_database_url()
-    bodies = make_batches(args.events, args.batch, args.spread)
+    bodies = {spread: make_batches(args.events, args.batch, spread) for spread in spreads}
+    rates: dict[int, list[float]] = {spread: [] for spread in spreads}
     with running_server(url, workers=args.workers) as (base, process):
         for run in range(1, args.runs + 1):
-            truncate(url)
-            seconds, accepted = asyncio.run(post_all(base, bodies, args.clients))
-            stored = count_events(url)
-            print(
-                f"run {run}: {args.events} events in {args.events // args.batch} batches, {args.clients} clients,"
-                f" {args.workers} worker(s), times over {args.spread} s: {seconds:.2f} s until all committed"
-                f" ({args.events / seconds:,.0f} events/s); accepted={accepted} stored={stored}"
-            )
+            for spread in spreads:
+                truncate(url)
+                seconds, accepted = asyncio.run(post_all(base, bodies[spread], args.clients))
+                stored = count_events(url)
+                folded = ""
+                if late_changes(url):
+                    started = time.perf_counter()
+                    while late_changes(url):
+                        time.sleep(0.05)
+                    folded = f"; late changes folded {seconds + time.perf_counter() - started:.2f} s after the start"
+                rates[spread].append(args.events / seconds)
+                print(
+                    f"run {run}: {args.events} events in {args.events // args.batch} batches, {args.clients} clients,"
+                    f" {args.workers} worker(s), times over {spread} s: {seconds:.2f} s until all committed"
+                    f" ({args.events / seconds:,.0f} events/s); accepted={accepted} stored={stored}{folded}"
+                )
         rss = peak_rss_mb(process.pid)
+    medians = {spread: statistics.median(values) for spread, values in rates.items()}
+    base_spread = spreads[0]
+    for spread in spreads[1:]:
+        print(
+            f"median events/s: {medians[base_spread]:,.0f} (times over {base_spread} s) vs {medians[spread]:,.0f}"
+            f" (over {spread} s): ratio {medians[spread] / medians[base_spread]:.0%}"
+        )
     print("peak RSS per process (MB): " + ", ".join(f"{pid}: {mb:.0f}" for pid, mb in rss.items()))
 
 

@@ -118,10 +118,26 @@ def truncate(database_url: str) -> None:
     engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE event"))
-        for name in CATALOGUE.names:
+        for name in (*CATALOGUE.names, CATALOGUE.late.name):
             if conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name}).first():
                 conn.execute(text(f"TRUNCATE {name}"))
     engine.dispose()
+
+
+def late_changes(database_url: str) -> int:
+    """Apache edition: late changes not folded into the rollups yet (0 on Community)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        exists = conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": CATALOGUE.late.name}).scalar()
+        n = (
+            int(conn.execute(text(f"SELECT count(*) FROM {CATALOGUE.late.name}")).scalar_one())
+            if exists
+            else 0
+        )
+    engine.dispose()
+    return n
 
 
 def count_events(database_url: str) -> int:

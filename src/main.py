@@ -39,7 +39,7 @@ from src.api.ingest.service import IngestService
 from src.api.ingest.writer import IngestWriter
 from src.api.jobs.retention import run_retention_loop
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
-from src.api.rollups.job import run_rollup_loop
+from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 
@@ -82,6 +82,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.append(asyncio.create_task(run_retention_loop(engine, settings.retention_check_interval)))
     if not timescale.has_continuous_aggregates and settings.rollup_job_interval > 0:
         jobs.append(asyncio.create_task(run_rollup_loop(engine, settings.rollup_job_interval)))
+    if not timescale.has_continuous_aggregates and settings.rollup_fold_interval > 0:
+        jobs.append(asyncio.create_task(run_fold_loop(engine, settings.rollup_fold_interval)))
     try:
         yield
     finally:

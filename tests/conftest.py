@@ -20,6 +20,7 @@ os.environ.setdefault("EVENTS_RETENTION", "5 years")
 # Keep background jobs out of the tests' way; tests call them directly.
 os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
+os.environ.setdefault("ROLLUP_FOLD_INTERVAL", "0")
 
 from src.api.db.schema import TimescaleInfo
 from src.api.rollups.catalogue import CATALOGUE
@@ -69,7 +70,7 @@ async def clean(engine: AsyncEngine) -> None:
     """Empty events and rollups (continuous aggregates follow on their next refresh)."""
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE event"))
-        for name in CATALOGUE.names:
+        for name in (*CATALOGUE.names, CATALOGUE.late.name):
             if (
                 await conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name})
             ).first():

@@ -121,7 +121,7 @@ def new_revision(message: str, connection: Connection | None = None) -> Path:
     return Path(script.path)
 
 
-APACHE_ONLY_TABLES = frozenset((*CATALOGUE.names, RollupWatermark.__tablename__))
+APACHE_ONLY_TABLES = frozenset((*CATALOGUE.names, RollupWatermark.__tablename__, CATALOGUE.late.name))
 IncludeObject = Callable[[SchemaItem, str | None, str, bool, SchemaItem | None], bool]
 
 

@@ -106,6 +106,9 @@ class Catalogue:
 
     tiers: tuple[Tier, ...]  # hours first: the daily tier is summed from the UTC hours
     rollups: tuple[Rollup, ...]  # the 15-minute ones first, widest first
+    # Apache edition: late events' changes, waiting to be folded into the rollups
+    # (src/api/rollups/maintenance.py). The wide rollup's shape, so a question can read them.
+    late: Rollup
 
     @cached_property
     def _by_name(self) -> dict[str, Rollup]:
@@ -123,7 +126,12 @@ class Catalogue:
         return self._by_name[name]
 
     def find(self, name: str) -> Rollup | None:
-        return self._by_name.get(name)
+        """A rollup, or the late changes' relation, by name; None for anything else."""
+        return self.late if name == self.late.name else self._by_name.get(name)
+
+    def tier_bit(self, tier: Tier) -> int:
+        """The tier's bit in a late change's `tiers` mask."""
+        return 1 << self.tiers.index(tier)
 
     def tier(self, name: str) -> Tier:
         return self._tiers_by_name[name]
@@ -183,6 +191,7 @@ CATALOGUE = Catalogue(
             for shape, dims in TIER_SHAPES.items()
         ),
     ),
+    late=Rollup("rollup_late", QUARTER, DIMENSIONS),
 )
 assert CATALOGUE.wide.dimensions == DIMENSIONS
 assert all(t.summed_from is None or CATALOGUE.tier(t.summed_from).phase == t.phase for t in TIERS)

@@ -2,7 +2,8 @@
 the edition.
 
 - Apache: the tiers are complete below their watermarks (the job moves them); the 15-minute
-  rollups always (the statement that stores events keeps them).
+  rollups always (the statement that stores events keeps them) — except for late changes not
+  folded yet, which a question then reads from `rollup_late` beside them (`late_pending`).
 - Community: continuous aggregates are real-time, so they are usable everywhere, except where
   rows changed below an aggregate's materialisation watermark that its refresh policy has not
   applied yet (late inserts, deletes): there only raw events are exact.
@@ -31,6 +32,16 @@ async def usable_until(session: AsyncSession, timescale: TimescaleInfo) -> dict[
     if timescale.has_continuous_aggregates:
         return {tier.name: ALWAYS for tier in CATALOGUE.tiers}
     return await repository.tier_watermarks(session)
+
+
+async def late_pending(
+    session: AsyncSession, timescale: TimescaleInfo, start: datetime, end: datetime
+) -> bool:
+    """Whether late changes in [start, end) wait to be folded (Apache): a question over that
+    range reads them beside the rollups."""
+    if timescale.has_continuous_aggregates:
+        return False
+    return await repository.late_pending(session, start, end)
 
 
 async def exact_over(

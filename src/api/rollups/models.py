@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, PrimaryKeyConstraint, String, Table
+from sqlalchemy import BigInteger, Column, DateTime, Index, PrimaryKeyConstraint, SmallInteger, String, Table
 from sqlalchemy.schema import SchemaItem
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
@@ -45,6 +45,21 @@ def rollup_table(rollup: Rollup) -> Table:
 
 
 ROLLUP_TABLES: dict[str, Table] = {rollup.name: rollup_table(rollup) for rollup in CATALOGUE.rollups}
+
+# Apache edition: late events' changes to the rollups, one row per (15-minute bucket, every
+# dimension) group of a statement, until the fold moves them into the rollups. A heap table:
+# appending is all the ingest statement does to it, and the fold deletes what it moves.
+LATE_TABLE = Table(
+    CATALOGUE.late.name,
+    SQLModel.metadata,
+    Column("bucket", DateTime(timezone=True), nullable=False),
+    *(Column(d, DIMENSION_TYPES[d], nullable=False) for d in CATALOGUE.late.dimensions),
+    *(Column(m, BigInteger, nullable=False) for m in CATALOGUE.late.measures),
+    # Which tiers' rows the change is for: those whose watermark lay above its bucket when it
+    # was stored (bit i: CATALOGUE.tiers[i]); the 15-minute rollups take every change.
+    Column("tiers", SmallInteger, nullable=False),
+    Index("ix_rollup_late_bucket", "bucket"),
+)
 
 
 class RollupWatermark(SQLModel, table=True):

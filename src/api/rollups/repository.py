@@ -10,7 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.rollups.catalogue import CATALOGUE, Tier
-from src.api.rollups.maintenance import sums, upsert
+from src.api.rollups.maintenance import FOLD_LOCK_KEY, fold_sql, sums, upsert
+
+_FOLD = text(fold_sql())
+_LATE_PENDING = text(
+    f"SELECT EXISTS (SELECT 1 FROM {CATALOGUE.late.name} WHERE bucket >= :start AND bucket < :end)"
+)
 
 # ---- the tier job -------------------------------------------------------------------------
 
@@ -42,6 +47,13 @@ async def fill_tiers(conn: AsyncConnection, tier: Tier, start: datetime, end: da
         await conn.execute(text(statement + " SELECT 1"), {"start": start, "end": end})
 
 
+async def fold_late(conn: AsyncConnection) -> int:
+    """Inside a transaction: move every late change into the rollups; how many were moved.
+    Waits for a fold running elsewhere (it commits first, and leaves nothing to move twice)."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
+    return int((await conn.execute(_FOLD)).scalar_one())
+
+
 async def move_watermark(conn: AsyncConnection, tier: str, until: datetime) -> None:
     await conn.execute(
         text("UPDATE rollup_watermark SET complete_until = :until WHERE tier = :tier"),
@@ -56,6 +68,11 @@ async def tier_watermarks(session: AsyncSession) -> dict[str, datetime | None]:
     """Apache edition: how far each tier is complete."""
     result = await session.execute(text("SELECT tier, complete_until FROM rollup_watermark"))
     return {str(row.tier): row.complete_until for row in result}
+
+
+async def late_pending(session: AsyncSession, start: datetime, end: datetime) -> bool:
+    """Apache edition: whether late changes in [start, end) wait to be folded."""
+    return bool((await session.execute(_LATE_PENDING, {"start": start, "end": end})).scalar())
 
 
 async def pending_invalidations(session: AsyncSession, view: str, start: datetime, end: datetime) -> bool:

@@ -226,9 +226,14 @@ def _whole_groups(question: Question, spec: Rollup) -> bool:
     return len({t.astimezone(zone).utcoffset() for t in moments}) == 1
 
 
-def tiered_plan(question: Question, usable_until: Mapping[str, datetime | None]) -> Plan:
+def tiered_plan(
+    question: Question, usable_until: Mapping[str, datetime | None], *, late: bool = False
+) -> Plan:
     """The plan for a question the 15-minute rollup can serve (see service.rollup_obstacle);
-    `usable_until` maps tier names to how far each is complete."""
+    `usable_until` maps tier names to how far each is complete. With `late` (late changes wait
+    to be folded in the range, src/api/rollups/maintenance.py) the plan also reads them, over
+    every run a rollup answers for: a change not folded is in none of the rollups yet, and
+    once folded it has left `rollup_late` in the same commit, so each counts once."""
     start, end = question.window.start, question.window.end
     needed = needed_dimensions(question)
     quarter = narrowest(None, needed)
@@ -258,8 +263,12 @@ def tiered_plan(question: Question, usable_until: Mapping[str, datetime | None])
         granules = sum((hi - lo).total_seconds() for lo, hi in mine) / granule
         per_run = identity is not None and granule != QUARTER and granules >= _PER_RUN_MIN * len(split)
         runs = split if per_run else _merge(mine, None)
-        whole = not per_run and _whole_groups(question, CATALOGUE.rollup(relations[granule]))
+        # Late changes share the rollups' buckets: then no rollup row is a group on its own.
+        whole = not late and not per_run and _whole_groups(question, CATALOGUE.rollup(relations[granule]))
         parts.append(Part(relations[granule], granule, tuple(runs), per_run, whole))
+    if late and pieces:
+        covered = _merge(sorted((lo, hi) for _, lo, hi in pieces), None)
+        parts.append(Part(CATALOGUE.late.name, QUARTER, tuple(covered)))
     edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
     if edges:
         parts.append(Part(RAW, 0, edges))

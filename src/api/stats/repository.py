@@ -18,7 +18,7 @@ from src.api.stats.planner import RAW, Plan, Run
 from src.api.stats.question import DIMENSION_SQL
 
 # Relations a plan may name, each mapped to itself: SQL only ever holds these constants.
-RELATIONS: dict[str, str] = {name: name for name in (*CATALOGUE.names, RAW)}
+RELATIONS: dict[str, str] = {name: name for name in (*CATALOGUE.names, CATALOGUE.late.name, RAW)}
 
 # Who counts as a visitor: the client's visitor id, else its user id, else address + agent.
 VISITOR_KEY = "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"
@@ -155,6 +155,8 @@ def additive_statement(
             f"SELECT b{outer_dims}, sum(events)::bigint AS events, sum(pageviews)::bigint AS pageviews,"
             " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
             f" FROM ({union}) AS parts GROUP BY b{outer_dims}"
+            # A late change can take a rollup row's events back to zero (a delete): no group.
+            " HAVING sum(events) <> 0"
         ]
     # Whole-group rows share no bucket with any other part's: they join the sums as they are.
     groups = " UNION ALL ".join(f"({p})" for p in whole + parts)

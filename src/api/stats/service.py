@@ -64,8 +64,12 @@ async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Questi
                 ("query", "source"), f"the rollup cannot answer this: {obstacle}", "rollup"
             )
         return raw_plan(question)
-    chosen = tiered_plan(question, await freshness.usable_until(session, timescale))
     window = question.window
+    chosen = tiered_plan(
+        question,
+        await freshness.usable_until(session, timescale),
+        late=await freshness.late_pending(session, timescale, window.start, window.end),
+    )
     if question.source == "auto" and not await freshness.exact_over(
         session, timescale, chosen.relations, window.start, window.end
     ):
