@@ -37,29 +37,52 @@ AGENTS = [
 PAGES = ["/", "/about", "/pricing", "/blog", "/contact", "/docs", "/login", "/signup"]
 
 
-def make_batches(total: int, size: int, spread: int = 3600) -> list[bytes]:
+def make_batches(total: int, size: int, spread: int = 3600, route: str = "batch") -> list[bytes]:
+    """Request bodies: the canonical shape for /api/events/batch, or the NATS-based system's
+    for /events ({event_id, occurred_at, user_id, event_type, properties})."""
     rng = random.Random(7)
     now = datetime.now(UTC)
     bodies = []
     for start in range(0, total, size):
-        events = [
-            {
-                "id": str(uuid.uuid4()),
-                "time": (now - timedelta(seconds=rng.randrange(spread))).isoformat(),
-                "page": rng.choice(PAGES),
-                "user_agent": rng.choice(AGENTS),
-                "referrer": rng.choice(["https://www.google.com/", "", "https://news.ycombinator.com/"]),
-                "session_id": f"s{rng.randrange(20000)}",
-                "visitor_id": f"v{rng.randrange(5000)}",
-                "duration": rng.randrange(300),
-            }
-            for _ in range(min(size, total - start))
-        ]
-        bodies.append(orjson.dumps({"events": events}))
+        count = min(size, total - start)
+        if route == "events":
+            items: list[dict[str, object]] = [
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "occurred_at": (now - timedelta(seconds=rng.randrange(spread))).isoformat(),
+                    "user_id": rng.randrange(1, 5000),
+                    "event_type": rng.choice(["view_item", "add_to_cart", "login", "app_open", "purchase"]),
+                    "properties": {
+                        "country": rng.choice(["PL", "SE", "NL", "DE"]),
+                        "session_id": f"s{rng.randrange(20000)}",
+                    },
+                }
+                for _ in range(count)
+            ]
+        else:
+            items = [
+                {
+                    "id": str(uuid.uuid4()),
+                    "time": (now - timedelta(seconds=rng.randrange(spread))).isoformat(),
+                    "page": rng.choice(PAGES),
+                    "user_agent": rng.choice(AGENTS),
+                    "referrer": rng.choice(["https://www.google.com/", "", "https://news.ycombinator.com/"]),
+                    "session_id": f"s{rng.randrange(20000)}",
+                    "visitor_id": f"v{rng.randrange(5000)}",
+                    "duration": rng.randrange(300),
+                }
+                for _ in range(count)
+            ]
+        bodies.append(orjson.dumps({"events": items}))
     return bodies
 
 
-async def post_all(base: str, bodies: list[bytes], clients: int) -> tuple[float, int]:
+ROUTES = {"batch": "/api/events/batch", "events": "/events"}
+
+
+async def post_all(
+    base: str, bodies: list[bytes], clients: int, path: str = "/api/events/batch"
+) -> tuple[float, int]:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
@@ -70,11 +93,10 @@ async def post_all(base: str, bodies: list[bytes], clients: int) -> tuple[float,
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
             while not queue.empty():
                 body = queue.get_nowait()
-                response = await http.post(
-                    "/api/events/batch", content=body, headers={"content-type": "application/json"}
-                )
+                response = await http.post(path, content=body, headers={"content-type": "application/json"})
                 response.raise_for_status()
-                accepted += response.json()["accepted"]
+                answer = response.json()
+                accepted += answer["accepted"] if "accepted" in answer else answer["events_count"]
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -90,6 +112,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
+        "--route",
+        choices=sorted(ROUTES),
+        default="batch",
+        help="batch: POST /api/events/batch; events: POST /events in the NATS-based system's shape",
+    )
+    parser.add_argument(
         "--spread",
         type=int,
         action="append",
@@ -99,13 +127,15 @@ def main() -> None:
     args = parser.parse_args()
     spreads = args.spread or [60, 30 * 86400]
     url = args.database_url or local_database_url()
-    bodies = {spread: make_batches(args.events, args.batch, spread) for spread in spreads}
+    bodies = {spread: make_batches(args.events, args.batch, spread, args.route) for spread in spreads}
     rates: dict[int, list[float]] = {spread: [] for spread in spreads}
     with running_server(url, workers=args.workers) as (base, process):
         for run in range(1, args.runs + 1):
             for spread in spreads:
                 truncate(url)
-                seconds, accepted = asyncio.run(post_all(base, bodies[spread], args.clients))
+                seconds, accepted = asyncio.run(
+                    post_all(base, bodies[spread], args.clients, ROUTES[args.route])
+                )
                 stored = count_events(url)
                 folded = ""
                 if late_changes(url):
@@ -115,7 +145,8 @@ def main() -> None:
                     folded = f"; late changes folded {seconds + time.perf_counter() - started:.2f} s after the start"
                 rates[spread].append(args.events / seconds)
                 print(
-                    f"run {run}: {args.events} events in {args.events // args.batch} batches, {args.clients} clients,"
+                    f"run {run}: {args.events} events in {args.events // args.batch} POST {ROUTES[args.route]},"
+                    f" {args.clients} clients,"
                     f" {args.workers} worker(s), times over {spread} s: {seconds:.2f} s until all committed"
                     f" ({args.events / seconds:,.0f} events/s); accepted={accepted} stored={stored}{folded}"
                 )
