@@ -78,12 +78,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # about a quarter of the batch path's CPU. Refcounting frees almost all garbage anyway.
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     jobs: list[asyncio.Task[None]] = []
-    if not timescale.has_continuous_aggregates and settings.retention_check_interval > 0:
+    if settings.retention_check_interval > 0:
         jobs.append(asyncio.create_task(run_retention_loop(engine, settings.retention_check_interval)))
     if not timescale.has_continuous_aggregates and settings.rollup_job_interval > 0:
         jobs.append(asyncio.create_task(run_rollup_loop(engine, settings.rollup_job_interval)))
-    if not timescale.has_continuous_aggregates and settings.rollup_fold_interval > 0:
-        jobs.append(asyncio.create_task(run_fold_loop(engine, settings.rollup_fold_interval)))
+    if settings.rollup_fold_interval > 0:  # the activity masks fold on both editions
+        rollups = not timescale.has_continuous_aggregates
+        jobs.append(
+            asyncio.create_task(run_fold_loop(engine, settings.rollup_fold_interval, rollups=rollups))
+        )
     try:
         yield
     finally:

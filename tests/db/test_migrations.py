@@ -193,10 +193,13 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     assert len(upgrades_run(caplog)) == len(migrate.history()), "the baseline ran, and every later revision"
     after, relations_after = await contents(scratch.engine), await relations(scratch.engine)
     assert {name: after[name] for name in before} == before
-    # What later revisions add is new and empty (0002: the late changes' table, on Apache).
+    # What later revisions add is new: 0002 the late changes' table (Apache), empty; 0003 the
+    # activity masks, filled from the events already there, and their changes, empty.
     added = set(after) - set(before)
-    assert added == ({"public.rollup_late"} if edition == "apache" else set())
-    assert all(after[name][0] == 0 for name in added)
+    late = {"public.rollup_late"} if edition == "apache" else set()
+    assert added == {*late, "public.activity", "public.activity_late"}
+    assert all(after[name][0] == 0 for name in (*late, "public.activity_late"))
+    assert after["public.activity"][0] > 0
     # Nothing was dropped and made again (with its rows copied, say): the same relations.
     assert {name: relations_after[name] for name in relations_before} == relations_before
     assert await revision_and_differences(scratch.engine) == (migrate.head_revision(), [])

@@ -250,7 +250,9 @@ async def test_tiers_equal_a_full_scan_after_late_events_duplicates_and_deletes(
             {"interval": "1 day", "metrics": "events", "tz": "Asia/Kathmandu"},
         ):
             answers = [
-                (await client.get("/api/stats/timeseries", params={**window, **params, "source": source})).json()
+                (
+                    await client.get("/api/stats/timeseries", params={**window, **params, "source": source})
+                ).json()
                 for source in ("auto", "raw")
             ]
             assert answers[0]["source"].startswith("rollup")

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
 from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
+from src.api.rollups.activity import KEY_COLUMNS, append_cte
 from src.api.rollups.catalogue import DIMENSIONS
 from src.api.rollups.maintenance import maintenance_ctes
 
@@ -60,7 +61,6 @@ EventRow = tuple[Any, ...]  # values in EVENT_COPY_COLUMNS order
 EventKey = tuple[UUID, datetime]
 
 _COLUMNS = ", ".join(EVENT_COPY_COLUMNS)
-_DIMS = ", ".join(DIMENSIONS)
 _WIDTH = len(EVENT_COPY_COLUMNS)
 _STAGE_DDL = (
     "CREATE TEMP TABLE IF NOT EXISTS event_stage (LIKE event INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
@@ -95,12 +95,15 @@ _NOTHING_SKIPPED = " SELECT id, time FROM inserted WHERE false"
 
 
 def _insert(source: str, returning: str, *, rollup: bool, on_conflict: bool = True) -> str:
-    """The one statement that stores a flush. With rollups, every rollup is upserted from the
-    rows this statement really inserted (RETURNING), so duplicates never count twice and
-    backfills land in their own bucket."""
-    returned = f"id, time, duration, {_DIMS}" if rollup else "id, time"
+    """The one statement that stores a flush. From the rows it really inserted (RETURNING), so
+    duplicates never count twice and backfills land in their own bucket, it appends their keys
+    to the activity masks' changes and, with rollups (Apache), changes the rollups."""
+    returned = ", ".join(
+        dict.fromkeys(("id", "time", *(("duration", *DIMENSIONS) if rollup else ()), *KEY_COLUMNS))
+    )
     conflict = " ON CONFLICT DO NOTHING" if on_conflict else ""
     sql = f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) {source}{conflict} RETURNING {returned})"
+    sql += ", " + append_cte("inserted")
     if rollup:
         sql += ", " + maintenance_ctes("inserted")
     return sql + returning

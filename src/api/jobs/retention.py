@@ -11,9 +11,10 @@ import logging
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.config import get_settings
+from src.api.rollups import activity
 from src.api.rollups.catalogue import CATALOGUE
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ _RETENTION_LOCK_KEY = 0x52455445  # "RETE"
 
 
 async def drop_old_chunks(engine: AsyncEngine) -> int:
-    """Drop event and rollup chunks entirely older than the retention; returns chunks dropped."""
+    """Drop event and rollup chunks entirely older than the retention (on Community its policies
+    do too: dropping twice is harmless) and trim the activity masks; returns chunks dropped."""
     retention = get_settings().events_retention
     if retention is None:
         return 0
@@ -49,9 +51,21 @@ async def drop_old_chunks(engine: AsyncEngine) -> int:
                     {"t": table, "r": retention.sql},
                 )
                 dropped += len(result.fetchall())
+            await trim_activity(conn)
             return dropped
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _RETENTION_LOCK_KEY})
+
+
+async def trim_activity(conn: AsyncConnection) -> None:
+    """The activity masks forget the days before the oldest event left (retention drops whole
+    chunks, so that is the day the raw events, and so every answer, start)."""
+    oldest = (await conn.execute(text("SELECT min(time) FROM event"))).scalar()
+    day = int(oldest.timestamp() // 86400) if oldest is not None else None
+    if day is None:
+        return
+    for statement in activity.TRIM_SQL:
+        await conn.execute(statement, {"day": day})
 
 
 async def run_retention_loop(engine: AsyncEngine, every: float) -> None:

@@ -54,18 +54,19 @@ async def advance_tiers(engine: AsyncEngine, now: datetime | None = None) -> dic
     return result
 
 
-async def fold(engine: AsyncEngine) -> int:
-    """Move late changes into the rollups now; how many were moved."""
+async def fold(engine: AsyncEngine, *, rollups: bool = True) -> int:
+    """Move late changes into the rollups (Apache: `rollups`) and activity changes into the
+    masks now; how many were moved."""
     async with engine.begin() as conn:
-        return await repository.fold_late(conn)
+        return await repository.fold_late(conn, rollups=rollups)
 
 
-async def run_fold_loop(engine: AsyncEngine, every: float) -> None:
-    """Fold late changes every `every` seconds. Questions read unfolded changes beside the
-    rollups, so folding often keeps those reads small; it is not needed for exactness."""
+async def run_fold_loop(engine: AsyncEngine, every: float, *, rollups: bool) -> None:
+    """Fold every `every` seconds. Questions read unfolded changes beside the rollups and
+    masks, so folding often keeps those reads small; it is not needed for exactness."""
     while True:
         try:
-            folded = await fold(engine)
+            folded = await fold(engine, rollups=rollups)
             if folded:
                 log.debug("rollup fold changes=%d", folded)
         except (DBAPIError, OSError) as exc:

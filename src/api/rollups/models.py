@@ -6,11 +6,23 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, PrimaryKeyConstraint, SmallInteger, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Uuid,
+)
 from sqlalchemy.schema import SchemaItem
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
+from src.api.rollups.activity import ACTIVITY, ACTIVITY_LATE
 from src.api.rollups.catalogue import CATALOGUE, Rollup
 
 # Column types of the dimensions, as in `event`.
@@ -69,3 +81,26 @@ class RollupWatermark(SQLModel, table=True):
 
     tier: str = Field(sa_column=Column(String(8), primary_key=True))
     complete_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+# Activity masks (src/api/rollups/activity.py), both editions: who was active on which days.
+ACTIVITY_TABLE = Table(
+    ACTIVITY,
+    SQLModel.metadata,
+    Column("kind", SmallInteger, nullable=False),
+    Column("block", Integer, nullable=False),
+    Column("site_id", String(128), nullable=False),
+    Column("key", Uuid, nullable=False),
+    Column("days", BigInteger, nullable=False),
+    # Questions read one kind, one or two blocks, one site (or all): a range of this key.
+    PrimaryKeyConstraint("kind", "block", "site_id", "key"),
+)
+ACTIVITY_LATE_TABLE = Table(
+    ACTIVITY_LATE,
+    SQLModel.metadata,
+    Column("site_id", String(128), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("key", Uuid, nullable=False),
+    Column("day", Integer, nullable=False),
+    Index("ix_activity_late_day", "day"),
+)

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from src.api.rollups import activity
 from src.api.rollups.catalogue import CATALOGUE, Tier
 from src.api.rollups.maintenance import FOLD_LOCK_KEY, fold_sql, sums, upsert
 
@@ -47,11 +48,15 @@ async def fill_tiers(conn: AsyncConnection, tier: Tier, start: datetime, end: da
         await conn.execute(text(statement + " SELECT 1"), {"start": start, "end": end})
 
 
-async def fold_late(conn: AsyncConnection) -> int:
-    """Inside a transaction: move every late change into the rollups; how many were moved.
-    Waits for a fold running elsewhere (it commits first, and leaves nothing to move twice)."""
+async def fold_late(conn: AsyncConnection, *, rollups: bool = True) -> int:
+    """Inside a transaction: move every late change into the rollups (with `rollups`: the
+    Apache edition's) and every activity change into the masks; how many were moved. Waits for
+    a fold running elsewhere (it commits first, and leaves nothing to move twice)."""
     await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
-    return int((await conn.execute(_FOLD)).scalar_one())
+    moved = int((await conn.execute(activity.FOLD_SQL)).scalar_one())
+    if rollups:
+        moved += int((await conn.execute(_FOLD)).scalar_one())
+    return moved
 
 
 async def move_watermark(conn: AsyncConnection, tier: str, until: datetime) -> None:

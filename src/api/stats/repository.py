@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from src.api.rollups.activity import ACTIVITY, ACTIVITY_LATE, KINDS
 from src.api.rollups.catalogue import CATALOGUE
 from src.api.stats.planner import RAW, Plan, Run
 from src.api.stats.question import DIMENSION_SQL
@@ -189,6 +190,32 @@ def distinct_statement(
         f") AS keys GROUP BY b{outer_dims}{_order(dims)}"
     )
     return _bind(sql, names)
+
+
+def activity_statement(metric: str, *, site: bool, left: bool, right: bool) -> TextClause:
+    """Exact distinct visitors or sessions over [start, end) from the activity masks
+    (src/api/rollups/activity.py): the keys of the whole UTC days [mid_lo, mid_hi) — the masks'
+    rows of their blocks that meet the days, and changes not folded yet — united with the keys
+    of the raw events of the ragged ends ([start, mid_lo) with `left`, [mid_hi, end) with
+    `right`). Params: blocks, masks (arrays), day_lo, day_hi (days since 1970, [lo, hi)),
+    start, mid_lo, mid_hi, end, site_id. Returns (NULL, count), like distinct_statement's
+    summary row. `metric` is a key of activity.KINDS, never input text."""
+    kind, expression = KINDS[metric]
+    at_site = " AND site_id = :site_id" if site else ""
+    parts = [
+        "SELECT a.key FROM unnest(CAST(:blocks AS int[]), CAST(:masks AS bigint[])) AS m(block, mask)"
+        f" JOIN {ACTIVITY} a ON a.kind = {kind} AND a.block = m.block"
+        f"{' AND a.site_id = :site_id' if site else ''} WHERE a.days & m.mask <> 0",
+        f"SELECT key FROM {ACTIVITY_LATE} WHERE kind = {kind} AND day >= :day_lo AND day < :day_hi{at_site}",
+    ]
+    spans = (["time >= :start AND time < :mid_lo"] if left else []) + (
+        ["time >= :mid_hi AND time < :end"] if right else []
+    )
+    for span in spans:
+        parts.append(
+            f"SELECT md5({expression})::uuid FROM event WHERE {span}{at_site} AND {expression} IS NOT NULL"
+        )
+    return text(f"SELECT NULL AS b, count(*) AS {metric} FROM ({' UNION '.join(parts)}) AS keys")
 
 
 def fill_statement() -> TextClause:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +21,8 @@ from src.api.db.schema import TimescaleInfo
 from src.api.errors import InvalidParameter
 from src.api.events.schemas import EventBucket
 from src.api.rollups import freshness
-from src.api.rollups.catalogue import QUARTER, ceil_quarter, floor_quarter
+from src.api.rollups.activity import BLOCK_DAYS
+from src.api.rollups.catalogue import DAY, QUARTER, ceil_quarter, ceil_to, floor_quarter, floor_to
 from src.api.stats import repository
 from src.api.stats.params import BucketInterval, TimeRange
 from src.api.stats.planner import Plan, raw_plan, tiered_plan
@@ -127,12 +128,20 @@ async def answer(
             return Answer(source=_source(chosen, wanted_distinct), rows=list(map(shape.from_sums, sums)))
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
+    masks = _activity_params(question)
     for metric in (m for m in question.metrics if m in DISTINCT):
-        statement = repository.distinct_statement(
-            metric, dims, question.filters, bucketed=bucketed, site=site
-        )
+        if masks is not None:
+            statement = repository.activity_statement(
+                metric, site=site, left=masks["start"] < masks["mid_lo"], right=masks["mid_hi"] < masks["end"]
+            )
+            found_rows = await repository.rows(session, statement, {**params, **masks})
+        else:
+            statement = repository.distinct_statement(
+                metric, dims, question.filters, bucketed=bucketed, site=site
+            )
+            found_rows = await repository.rows(session, statement, params)
         first = not merged
-        for row in await repository.rows(session, statement, params):
+        for row in found_rows:
             key = row[: shape.width]
             found = merged.get(key)
             if found is None:
@@ -154,6 +163,38 @@ async def answer(
     if not ordered:
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
     return Answer(source=_source(chosen, wanted_distinct), rows=rows)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _activity_params(question: Question) -> dict[str, Any] | None:
+    """The parameters of repository.activity_statement when the activity masks can count this
+    question's visitors and sessions — a total (no buckets, no breakdown, no filter but the
+    site) over at least one whole UTC day — else None (raw events count them)."""
+    if question.interval is not None or question.group_by or question.filters or question.source == "raw":
+        return None
+    start, end = question.window.start, question.window.end
+    mid_lo, mid_hi = ceil_to(start, DAY), floor_to(end, DAY)
+    if mid_lo >= mid_hi:
+        return None
+    day_lo, day_hi = (mid_lo - _EPOCH).days, (mid_hi - _EPOCH).days
+    blocks, masks = [], []
+    for block in range(day_lo // BLOCK_DAYS, (day_hi - 1) // BLOCK_DAYS + 1):
+        first, last = max(day_lo, block * BLOCK_DAYS), min(day_hi, (block + 1) * BLOCK_DAYS)
+        mask = sum(1 << (day % BLOCK_DAYS) for day in range(first, last))
+        blocks.append(block)
+        masks.append(mask - (1 << 64) if mask >= 1 << 63 else mask)  # as a signed bigint
+    return {
+        "blocks": blocks,
+        "masks": masks,
+        "day_lo": day_lo,
+        "day_hi": day_hi,
+        "start": start,
+        "mid_lo": mid_lo,
+        "mid_hi": mid_hi,
+        "end": end,
+    }
 
 
 def _source(chosen: Plan, wanted_distinct: bool) -> str:
