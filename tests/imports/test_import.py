@@ -157,7 +157,12 @@ async def test_ndjson_gzip_and_content_ids(app: FastAPI, engine: AsyncEngine, tm
     now = datetime.now(UTC).replace(microsecond=0)
     lines = [
         {"page": "/a", "time": (now - timedelta(days=3)).isoformat(), "user_id": 5},  # 1
-        {"event_id": str(nats_id), "occurred_at": now.isoformat(), "event_type": "signup", "properties": {"plan": "pro"}},  # 2
+        {
+            "event_id": str(nats_id),
+            "occurred_at": now.isoformat(),
+            "event_type": "signup",
+            "properties": {"plan": "pro"},
+        },  # 2
         "{not json",  # 3
         [1, 2],  # 4
         {"page": "/b"},  # 5: no time
@@ -261,6 +266,13 @@ async def test_a_row_the_database_refuses_is_found_and_the_others_of_its_batch_s
 
     assert counts(report) == (200, 199, 0, 1)
     assert report.first_rejects == [
-        Reject(152, (FieldError(None, "refused by the database: an event was refused by the database; check its values"),))
+        Reject(
+            152,
+            (
+                FieldError(
+                    None, "refused by the database: an event was refused by the database; check its values"
+                ),
+            ),
+        )
     ]
     assert set(await stored(engine, "id = ANY(:ids)", {"ids": ids})) == set(ids) - {ids[150]}
