@@ -155,8 +155,9 @@ async def test_ndjson_gzip_and_content_ids(app: FastAPI, engine: AsyncEngine, tm
     site = f"import-{uuid.uuid4().hex[:8]}"
     nats_id = uuid.uuid4()
     now = datetime.now(UTC).replace(microsecond=0)
-    lines = [
-        {"page": "/a", "time": (now - timedelta(days=3)).isoformat(), "user_id": 5},  # 1
+    first = {"page": "/a", "time": (now - timedelta(days=3)).isoformat(), "user_id": 5}
+    lines: list[object] = [
+        first,  # 1
         {
             "event_id": str(nats_id),
             "occurred_at": now.isoformat(),
@@ -187,7 +188,7 @@ async def test_ndjson_gzip_and_content_ids(app: FastAPI, engine: AsyncEngine, tm
     rows = await stored(engine, "site_id IN (:s, :t)", {"s": site, "t": "elsewhere-" + site})
     by_page = {row["page"]: row for row in rows.values()}
     assert set(by_page) == {"/a", "", "/p", "/c"}
-    assert by_page["/a"]["id"] == content_id({**lines[0], "site_id": site})  # type: ignore[dict-item]
+    assert by_page["/a"]["id"] == content_id({**first, "site_id": site})
     assert by_page["/a"]["user_id"] == "5" and by_page["/a"]["time"] == now - timedelta(days=3)
     assert by_page[""]["id"] == nats_id and by_page[""]["properties"] == {"plan": "pro"}
     assert by_page["/p"]["duration"] == 15 and by_page["/p"]["url"] == "https://x.example/p?q=1"
