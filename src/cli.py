@@ -150,6 +150,11 @@ def _import(args: argparse.Namespace) -> int:
         progress = ProgressLine(sys.stderr, lambda: events.fraction_read)
         try:
             report = asyncio.run(import_file(events, settings, options, progress))
+        except KeyboardInterrupt:
+            # What was handed to the writer is committed before the process ends.
+            progress.finish()
+            sys.stderr.write("interrupted: run it again to go on (what was stored counts as duplicates)\n")
+            return 130
         finally:
             progress.finish()
     for line in summary_lines(report):

@@ -3,6 +3,7 @@ stdout, its exit status; and what it shows while it runs."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import re
@@ -115,6 +116,16 @@ def test_exit_status_two_for_what_cannot_be_read_one_for_no_database(tmp_path: P
     bad_batch = cli(str(headerless), "--batch", "0")
     assert bad_batch.returncode == 2 and "--batch" in bad_batch.stderr
 
+    truncated = tmp_path / "truncated.csv.gz"
+    packed = gzip.compress(
+        nats_file(tmp_path / "whole.csv", [uuid.uuid4() for _ in range(2000)]).read_bytes()
+    )
+    truncated.write_bytes(packed[: len(packed) // 2])
+    stopped = cli(str(truncated))
+    assert stopped.returncode == 2
+    assert SUMMARY.fullmatch(stopped.stdout.strip()), stopped.stdout  # what it stored before
+    assert "import stopped early: cannot read" in stopped.stderr
+
     good = nats_file(tmp_path / "good.csv", [uuid.uuid4()])
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
     no_database = cli(str(good), DATABASE_URL=url, DB_STARTUP_TIMEOUT="1")
@@ -133,19 +144,15 @@ def report_of(read: int, accepted: int, duplicates: int, rejected: int, seconds:
 
 def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere() -> None:
     terminal = Terminal()
-    progress = ProgressLine(terminal, lambda: 0.5)
-    progress._every = 0  # every call shows (by default a few times a second)
+    progress = ProgressLine(terminal, lambda: 0.5, every=0)  # every call shows
     progress(report_of(1000, 800, 100, 100, 2.0))
     progress(report_of(2000, 1800, 100, 100, 4.0))
     progress.finish()
-    assert terminal.getvalue() == (
-        "\r\x1b[2K[############............]  50% read 1000, accepted 800, duplicates 100, rejected 100, 500 events/s"
-        "\r\x1b[2K[############............]  50% read 2000, accepted 1800, duplicates 100, rejected 100, 500 events/s"
-        "\n"
-    )
+    line = "\r\x1b[2K[############............]  50% read {}, accepted {}, duplicates 100, rejected 100, 500 events/s"
+    assert terminal.getvalue() == line.format(1000, 800) + line.format(2000, 1800) * 2 + "\n"
 
     log = io.StringIO()
-    progress = ProgressLine(log, lambda: 0.25, log_every=0)
+    progress = ProgressLine(log, lambda: 0.25, every=0)
     progress(report_of(1000, 1000, 0, 0, 0.5))
     progress.finish()
     assert (

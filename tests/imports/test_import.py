@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from src.api.errors import UnreadableFile
 from src.api.imports.reader import EventFile, FieldError, ImportFormat
 from src.api.imports.service import ImportOptions, ImportReport, Reject, content_id, import_records
 from src.api.ingest.service import IngestService
@@ -277,3 +278,21 @@ async def test_a_row_the_database_refuses_is_found_and_the_others_of_its_batch_s
         )
     ]
     assert set(await stored(engine, "id = ANY(:ids)", {"ids": ids})) == set(ids) - {ids[150]}
+
+
+async def test_a_truncated_gzip_file_stores_what_was_read_and_says_where_it_stopped(
+    app: FastAPI, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    ids = [uuid.uuid4() for _ in range(3000)]
+    body = NATS_HEADER + "".join(nats_line(event_id, "2026-11-30T10:00:00Z") for event_id in ids)
+    packed = gzip.compress(body.encode())
+    path = tmp_path / "events.csv.gz"
+    path.write_bytes(packed[: len(packed) // 2])
+
+    report = await run(app, path, batch_size=500)
+
+    assert isinstance(report.stopped, UnreadableFile)
+    assert str(report.stopped).startswith(f"cannot read {path} after line ")
+    read = report.counts.read
+    assert 0 < read < 3000 and counts(report) == (read, read, 0, 0)
+    assert set(await stored(engine, "id = ANY(:ids)", {"ids": ids})) == set(ids[:read])

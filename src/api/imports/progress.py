@@ -14,23 +14,26 @@ _BAR_WIDTH = 24
 
 class ProgressLine:
     """On a terminal, one line rewritten in place a few times a second, with a bar of the file's
-    bytes read; elsewhere (a log, a CI job) a plain line every `log_every` seconds."""
+    bytes read; elsewhere (a log, a CI job) a plain line every few seconds. `every`: the seconds
+    between two lines (default 0.2 on a terminal, 5 elsewhere)."""
 
     def __init__(
         self,
         stream: TextIO,
         fraction_read: Callable[[], float | None] = lambda: None,
         *,
-        log_every: float = 5.0,
+        every: float | None = None,
     ) -> None:
         self._stream = stream
         self._fraction = fraction_read
         self._tty = stream.isatty()
-        self._every = 0.2 if self._tty else log_every
+        self._every = every if every is not None else 0.2 if self._tty else 5.0
         self._last = time.monotonic()
         self._shown = False
+        self._latest: ImportReport | None = None
 
     def __call__(self, report: ImportReport) -> None:
+        self._latest = report
         now = time.monotonic()
         if now - self._last < self._every:
             return
@@ -57,8 +60,10 @@ class ProgressLine:
         self._stream.flush()
 
     def finish(self) -> None:
-        """End the terminal's progress line, so what follows starts on a line of its own."""
-        if self._tty and self._shown:
+        """On a terminal, the final state, then a new line for what follows."""
+        if self._tty and self._shown and self._latest is not None:
+            self._show(self._latest)
+            self._shown = False
             self._stream.write("\n")
             self._stream.flush()
 

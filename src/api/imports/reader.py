@@ -141,19 +141,22 @@ class EventFile:
         self.format: ImportFormat = chosen
         try:
             self._raw = open(path, "rb")  # noqa: SIM115 - closed by close(), after the whole import
-            self.size = path.stat().st_size
-            self.compressed = self._raw.peek(2)[:2] == _GZIP_MAGIC
         except OSError as exc:
             raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from exc
-        stream: IO[bytes] = (
-            cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) if self.compressed else self._raw
-        )
-        self._lines = _Lines(stream, str(path))
         self._header: list[str] = []
         self._csv: Iterator[list[str]] | None = None
         try:
+            self.size = path.stat().st_size
+            self.compressed = self._raw.peek(2)[:2] == _GZIP_MAGIC
+            stream: IO[bytes] = (
+                cast(IO[bytes], gzip.GzipFile(fileobj=self._raw)) if self.compressed else self._raw
+            )
+            self._lines = _Lines(stream, str(path))
             if self.format == "csv":
                 self._read_header()
+        except OSError as exc:
+            self.close()
+            raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from exc
         except BaseException:
             self.close()
             raise

@@ -16,11 +16,11 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -121,8 +121,11 @@ class _Batches:
         self._records = records
         self._ingest = ingest
         self._options = options
+        self._failure: UnreadableFile | None = None
 
     def next(self) -> _Batch | None:
+        if self._failure is not None:
+            raise self._failure
         # Received now: the retention window and "at most an hour ahead" are judged per batch.
         context = RequestContext(user_agent=None, client_ip=None, received_at=datetime.now(UTC), trusted=True)
         site_id = self._options.site_id
@@ -132,28 +135,33 @@ class _Batches:
         groups: dict[type[EventCreate], tuple[list[dict[str, Any]], list[int]]] = {}
         rejects: list[Reject] = []
         read = 0
-        for record in islice(self._records, self._options.batch_size):
-            read += 1
-            if record.errors:
-                rejects.append(Reject(record.line, record.errors))
-                continue
-            item = record.fields
-            if item.get("site_id") in (None, ""):
-                item["site_id"] = site_id
-            if record.nats_shape:
-                model: type[EventCreate] = InterviewEventCreate
-            else:
-                model = EventCreate
-                # Without a time the service would stamp the import's own: every re-run would
-                # store the row again, at another time.
-                if all(item.get(name) in (None, "") for name in _TIME_FIELDS):
-                    rejects.append(Reject(record.line, _NO_TIME))
+        try:
+            for record in islice(self._records, self._options.batch_size):
+                read += 1
+                if record.errors:
+                    rejects.append(Reject(record.line, record.errors))
                     continue
-                if item.get("id") in (None, ""):
-                    item["id"] = content_id(item)
-            items, lines = groups.setdefault(model, ([], []))
-            items.append(item)
-            lines.append(record.line)
+                item = record.fields
+                if item.get("site_id") in (None, ""):
+                    item["site_id"] = site_id
+                if record.nats_shape:
+                    model: type[EventCreate] = InterviewEventCreate
+                else:
+                    model = EventCreate
+                    # Without a time the service would stamp the import's own: every re-run
+                    # would store the row again, at another time.
+                    if all(item.get(name) in (None, "") for name in _TIME_FIELDS):
+                        rejects.append(Reject(record.line, _NO_TIME))
+                        continue
+                    if item.get("id") in (None, ""):
+                        item["id"] = content_id(item)
+                items, lines = groups.setdefault(model, ([], []))
+                items.append(item)
+                lines.append(record.line)
+        except UnreadableFile as exc:
+            if read == 0:
+                raise
+            self._failure = exc  # store what was read before it; stop at the next call
         if read == 0:
             return None
         rows: list[EventRow] = []
@@ -186,11 +194,20 @@ async def _settle(
                 report.reject([Reject(line, (FieldError(None, f"refused by the database: {exc}"),))])
 
 
+class Progress(Protocol):
+    """Told about the report as the import goes (often: it decides itself what to show), and
+    when the import is over."""
+
+    def __call__(self, report: ImportReport) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 async def import_records(
     records: Iterator[Record],
     ingest: IngestService,
     options: ImportOptions | None = None,
-    progress: Callable[[ImportReport], None] | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Validate and store every record; the counts, the first rejects, and why it stopped early
     (if it did)."""
@@ -236,6 +253,8 @@ async def import_records(
                 await reading
     report.first_rejects.sort(key=lambda r: r.line)
     notify()
+    if progress is not None:
+        progress.finish()
     return report
 
 
@@ -243,7 +262,7 @@ async def import_file(
     events: EventFile,
     settings: Settings,
     options: ImportOptions | None = None,
-    progress: Callable[[ImportReport], None] | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """What a worker does at start (wait for the database, migrate under the lock), then the
     import through a writer of its own, built as the app builds its writer."""
