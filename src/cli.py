@@ -5,10 +5,12 @@
     db history                 every revision, oldest first
     db revision -m MESSAGE     write the next revision file (--autogenerate: from the models)
     db check                   exit 1 if the database at head differs from the models
+    import FILE                store the events of a CSV or NDJSON file (optionally gzipped)
 
-Each group adds its own subparsers (see `_add_db_commands`), so a later one, say
-`import FILE`, is one more function beside it. The commands' output is their result, on
-stdout; log lines (Alembic's "Running upgrade …") go to stderr.
+Each group adds its own subparsers (see `_add_db_commands`, `_add_import_command`). The
+commands' output is their result, on stdout; progress and log lines (Alembic's "Running
+upgrade …") go to stderr. Exit status: 0 done, 1 the database failed, 2 bad arguments or a file
+that cannot be read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from alembic.util import CommandError
@@ -27,7 +30,11 @@ from src.api.config import get_settings
 from src.api.db import migrate
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database, wait_for_database
-from src.api.errors import AppError
+from src.api.errors import AppError, UnreadableFile
+from src.api.imports.progress import ProgressLine, summary_lines
+from src.api.imports.reader import FORMATS, EventFile
+from src.api.imports.service import ImportOptions, import_file
+from src.api.ingest.service import tune_garbage_collector
 
 Handler = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
@@ -130,10 +137,76 @@ def _add_db_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]
     add("check", "exit 1 if the database at head differs from the models", _db_check)
 
 
+def _import(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    try:
+        events = EventFile(args.file, args.format)
+    except UnreadableFile as exc:
+        sys.stderr.write(f"python -m src.cli import: error: {exc}\n")
+        return 2
+    options = ImportOptions(site_id=args.site, batch_size=args.batch, in_flight=settings.ingest_writers + 1)
+    tune_garbage_collector()
+    with events:
+        progress = ProgressLine(sys.stderr, lambda: events.fraction_read)
+        try:
+            report = asyncio.run(import_file(events, settings, options, progress))
+        except KeyboardInterrupt:
+            # What was handed to the writer is committed before the process ends.
+            progress.finish()
+            sys.stderr.write("interrupted: run it again to go on (what was stored counts as duplicates)\n")
+            return 130
+        finally:
+            progress.finish()
+    for line in summary_lines(report):
+        _out(line)
+    if report.stopped is not None:
+        log.error("import stopped early: %s (re-run it: what it stored counts as duplicates)", report.stopped)
+        return 2 if isinstance(report.stopped, UnreadableFile) else 1
+    return 0
+
+
+def _site_id(text: str) -> str:
+    if not 0 < len(text) <= 128 or "\x00" in text:
+        raise argparse.ArgumentTypeError("must be 1 to 128 characters")
+    return text
+
+
+def _batch_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 100_000:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 100000")
+    return size
+
+
+def _add_import_command(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = groups.add_parser(
+        "import",
+        help="store the events of a CSV or NDJSON file (idempotent: a re-run stores nothing twice)",
+        description="Stream a CSV (with a header) or NDJSON file, optionally gzipped, through the"
+        " ingest API's validation and writer. Events older than EVENTS_RETENTION are refused:"
+        " set it (or 'off') to import history.",
+    )
+    command.add_argument("file", type=Path, help="the file (.csv, .ndjson or .jsonl, optionally .gz)")
+    command.add_argument(
+        "--format",
+        choices=sorted(set(FORMATS.values())),
+        help="the file's format (default: from its name)",
+    )
+    command.add_argument("--site", type=_site_id, default="default", help="site_id of events that carry none")
+    command.add_argument(
+        "--batch", type=_batch_size, default=5000, help="events validated and committed at once (5000)"
+    )
+    command.set_defaults(handler=_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.cli", description="event-analytics commands")
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     _add_db_commands(groups)
+    _add_import_command(groups)
     return parser
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -35,8 +34,7 @@ from src.api.errors import (
 )
 from src.api.events.router import router as events_router
 from src.api.ingest.budget import MemoryBudget
-from src.api.ingest.service import IngestService
-from src.api.ingest.writer import IngestWriter
+from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
@@ -46,37 +44,19 @@ from src.api.system.router import router as system_router
 log = logging.getLogger(__name__)
 
 
-GC_YOUNG_THRESHOLD = 10_000
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings)
     engine = create_engine(settings)
     timescale = await setup_database(engine, settings)
-    writer = IngestWriter(
-        engine,
-        maintain_rollup=not timescale.has_continuous_aggregates,
-        max_queued_events=settings.ingest_queue_max_events,
-        flush_max_events=settings.ingest_flush_max_events,
-        flush_interval=settings.ingest_flush_interval,
-        writers=settings.ingest_writers,
-    )
+    writer = create_writer(engine, settings, timescale)
     writer.start()
     app.state.engine = engine
     app.state.timescale = timescale
     app.state.ingest = IngestService(writer, settings)
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
-    # What exists now (libraries, User-Agent parsers, settings) lives as long as the process:
-    # freezing it keeps it out of the cyclic GC's full collections, which otherwise stall the
-    # event loop for tens of milliseconds (they were the p99 of the single-event benchmark).
-    gc.collect()
-    gc.freeze()
-    # A 10,000-event batch makes some 100,000 container objects that live until its commit; at
-    # the default threshold (700) the young-generation collector walks them over and over,
-    # about a quarter of the batch path's CPU. Refcounting frees almost all garbage anyway.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    tune_garbage_collector()
     jobs: list[asyncio.Task[None]] = []
     if settings.retention_check_interval > 0:
         jobs.append(asyncio.create_task(run_retention_loop(engine, settings.retention_check_interval)))

@@ -86,6 +86,13 @@ class InvalidParameter(AppError):
         super().__init__(f"{'.'.join(location)}: {message}", detail=detail)
 
 
+class UnreadableFile(AppError):
+    """A file given to a command (`src.cli import`) cannot be opened or read on; the command
+    exits with status 2, like a bad argument."""
+
+    status_code = 400
+
+
 class ServiceUnavailable(AppError):
     status_code = 503
 
