@@ -1,7 +1,8 @@
 """Activity masks for exact unique visitors and sessions, filled from the stored events.
 
-Revision 0003, after 0002. The tables `activity` and `activity_late`, on both editions. See src/api/rollups/activity.py. The fill reads every event once
-(about a minute per 10M events); it runs under the startup lock, before the service serves."""
+Revision 0003, after 0002. The tables `activity` and `activity_late`, on both editions; see
+src/api/rollups/activity.py. The fill reads every event once (about a minute per 10M events);
+it runs under the startup lock, before the service serves."""
 
 from __future__ import annotations
 
