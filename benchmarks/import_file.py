@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from benchmarks.generate import setup
 from benchmarks.server import ROOT, count_events, local_database_url, truncate
-from src.api.jobs.rollup_tiers import advance_tiers
+from src.api.rollups.job import advance_tiers
 
 DATABASE = "analytics_bench_import"
 TYPES = (

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Scope
 
 from src.api.config import Settings, TrustedProxies, get_settings
-from src.api.db.timescale import TimescaleInfo
+from src.api.db.schema import TimescaleInfo
 from src.api.errors import BadRequest, ServiceUnavailable
 from src.api.events.enrichment import valid_ip
 from src.api.events.schemas import BatchRejected, BatchResult, EventCreate
