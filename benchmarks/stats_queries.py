@@ -1,5 +1,6 @@
 """p50/p95 latency of the stats API over the generated data set (benchmarks/generate.py):
-30-day hourly timeseries by page x os, 30-day daily timeseries by page, 30-day summary, in UTC
+30-day hourly timeseries by page x os, 30-day daily timeseries by page, 30-day summary, unique
+visitors and sessions (the summary's total, and daily by page), in UTC
 and Asia/Kathmandu, on the rollup path and forced onto raw events. Requests go through the
 real ASGI app (httpx) so routing, planning, SQL and JSON are all inside the figure."""
 
@@ -23,6 +24,16 @@ QUERIES: dict[str, tuple[str, dict[str, str | list[str]]]] = {
         "/api/stats/timeseries",
         {"interval": "1 hour", "group_by": "page,os", "metrics": "events,avg_duration", "page": FIVE_PAGES},
     ),
+    # The original API's own question: GET /api/events/?duration=1 hour&pages=/&pages=/pricing.
+    "hourly page x os, 2 pages": (
+        "/api/stats/timeseries",
+        {
+            "interval": "1 hour",
+            "group_by": "page,os",
+            "metrics": "events,avg_duration",
+            "page": ["/", "/pricing"],
+        },
+    ),
     # Every page by OS by hour: about half a million rows whichever path serves it.
     "hourly page x os, all pages": (
         "/api/stats/timeseries",
@@ -38,6 +49,11 @@ QUERIES: dict[str, tuple[str, dict[str, str | list[str]]]] = {
         {"interval": "1 month", "metrics": "events,pageviews,avg_duration"},
     ),
     "summary (all, incl. visitors)": ("/api/stats/summary", {}),
+    "visitors + sessions": ("/api/stats/timeseries", {"interval": "1 month", "metrics": "visitors,sessions"}),
+    "daily visitors by page": (
+        "/api/stats/timeseries",
+        {"interval": "1 day", "group_by": "page", "metrics": "visitors"},
+    ),
 }
 
 
@@ -46,7 +62,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(runs: int, raw_runs: int, heavy_runs: int) -> None:
+async def run(runs: int, raw_runs: int, heavy_runs: int, only: str | None) -> None:
     from src.main import app
 
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -56,6 +72,8 @@ async def run(runs: int, raw_runs: int, heavy_runs: int) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
             print(f"{'query':32} {'tz':15} {'source':11} {'rows':>6} {'p50 ms':>8} {'p95 ms':>8} runs")
             for name, (path, params) in QUERIES.items():
+                if only and only not in name:
+                    continue
                 for tz in ("UTC", "Asia/Kathmandu"):
                     for source in ("auto", "raw"):
                         n = runs if source == "auto" else raw_runs
@@ -88,11 +106,12 @@ def main() -> None:
     parser.add_argument(
         "--heavy-runs", type=int, default=1, help="runs of the 500k-row hourly page x os query (0 skips it)"
     )
+    parser.add_argument("--only", default=None, help="run only the questions whose name holds this text")
     args = parser.parse_args()
     os.environ["DATABASE_URL"] = args.database_url or local_database_url("analytics_bench_stats")
     os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    asyncio.run(run(args.runs, args.raw_runs, args.heavy_runs))
+    asyncio.run(run(args.runs, args.raw_runs, args.heavy_runs, args.only))
 
 
 if __name__ == "__main__":
