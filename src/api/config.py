@@ -45,7 +45,7 @@ class SettingsError(ValueError):
 
 # --- durations -----------------------------------------------------------------------------
 
-_UNITS: dict[str, tuple[str, int]] = {}
+DURATION_UNITS: dict[str, tuple[str, int]] = {}  # unit name -> (canonical name, seconds; 0: calendar)
 for _names, _unit, _seconds in (
     (("s", "sec", "secs", "second", "seconds"), "seconds", 1),
     (("m", "min", "mins", "minute", "minutes"), "minutes", 60),
@@ -56,7 +56,7 @@ for _names, _unit, _seconds in (
     (("y", "yr", "yrs", "year", "years"), "years", 0),
 ):
     for _name in _names:
-        _UNITS[_name] = (_unit, _seconds)
+        DURATION_UNITS[_name] = (_unit, _seconds)
 _PART = re.compile(r"\s*(\d{1,6})\s*([a-z]+)\s*")
 
 
@@ -108,7 +108,7 @@ def parse_duration(text: str) -> Duration:
     position = 0
     while position < len(lowered):
         match = _PART.match(lowered, position)
-        unit = _UNITS.get(match.group(2)) if match else None
+        unit = DURATION_UNITS.get(match.group(2)) if match else None
         if match is None or unit is None:
             raise ValueError("must be counts and units such as '90 days', '12 hours' or '3 months'")
         count = int(match.group(1))

@@ -11,22 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AfterValidator
 
+from src.api.config import DURATION_UNITS
 from src.api.errors import InvalidParameter
 from src.api.rollups.catalogue import ceil_quarter
 
-_UNITS: dict[str, tuple[str, int]] = {}
-for _names, _canonical, _seconds in (
-    (("s", "sec", "secs", "second", "seconds"), "seconds", 1),
-    (("m", "min", "mins", "minute", "minutes"), "minutes", 60),
-    (("h", "hr", "hrs", "hour", "hours"), "hours", 3600),
-    (("d", "day", "days"), "days", 86400),
-    (("w", "week", "weeks"), "weeks", 7 * 86400),
-    (("mon", "mons", "month", "months"), "months", 0),
-    (("y", "year", "years"), "years", 0),
-):
-    for _name in _names:
-        _UNITS[_name] = (_canonical, _seconds)
-
+# The units a duration may name, the same for settings and questions.
+_UNITS = DURATION_UNITS
 _INTERVAL_RE = re.compile(r"^\s*(\d{1,5})\s*([a-z]+)\s*$")
 MAX_RANGE = timedelta(days=3660)
 DEFAULT_RANGE = timedelta(days=30)
