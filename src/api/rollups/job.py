@@ -44,6 +44,12 @@ async def advance_tiers(engine: AsyncEngine, now: datetime | None = None) -> dic
                     oldest = await repository.oldest_quarter(conn)
                     mark = min(floor_to(oldest, granule, phase), target) if oldest else target
                     await repository.move_watermark(conn, tier.name, mark)
+                if mark < target:
+                    # Spans without events are skipped, not stepped through: a database whose
+                    # oldest event is a year old is not filled six hours per transaction.
+                    first = await repository.first_quarter(conn, mark, target)
+                    mark = target if first is None else max(mark, floor_to(first, granule, phase))
+                    await repository.move_watermark(conn, tier.name, mark)
                 if mark >= target:
                     result[tier.name] = mark
                     break

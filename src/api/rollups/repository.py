@@ -37,6 +37,16 @@ async def oldest_quarter(conn: AsyncConnection) -> datetime | None:
     return value
 
 
+async def first_quarter(conn: AsyncConnection, start: datetime, end: datetime) -> datetime | None:
+    """The first 15-minute bucket with events in [start, end), if any."""
+    result = await conn.execute(
+        text(f"SELECT min(bucket) FROM {CATALOGUE.wide.name} WHERE bucket >= :start AND bucket < :end"),
+        {"start": start, "end": end},
+    )
+    value: datetime | None = result.scalar_one()
+    return value
+
+
 async def fill_tiers(conn: AsyncConnection, tier: Tier, start: datetime, end: datetime) -> None:
     """Add [start, end) to every rollup of this tier."""
     bucket = tier.bucket("bucket")
