@@ -18,6 +18,7 @@ from benchmarks.ingest_batches import AGENTS
 from benchmarks.server import local_database_url
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of
 from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
+from src.api.rollups.activity import REBUILD_SQL
 from src.api.rollups.catalogue import CATALOGUE
 
 SITES = ["site-1", "site-2", "site-3"]
@@ -107,7 +108,11 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--rollups-only", action="store_true", help="rebuild the rollups of existing events")
+    parser.add_argument(
+        "--rollups-only",
+        action="store_true",
+        help="rebuild the rollups and activity masks of existing events",
+    )
     args = parser.parse_args()
     url = args.database_url or local_database_url("analytics_bench_stats")
     asyncio.run(setup(url))
@@ -157,6 +162,11 @@ def main() -> None:
                 conn.execute(f"ANALYZE {name}")
                 count = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
                 print(f"{name}: {count[0] if count else 0:,} rows")
+        started = time.perf_counter()
+        for statement in REBUILD_SQL:
+            conn.execute(str(statement))
+        conn.execute("ANALYZE activity")
+        print(f"activity masks built in {time.perf_counter() - started:.0f} s")
         conn.execute("ANALYZE event")
 
 

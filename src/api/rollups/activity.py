@@ -93,3 +93,17 @@ TRIM_SQL = (
     ),
     text(f"DELETE FROM {ACTIVITY_LATE} WHERE day < CAST(:day AS int)"),
 )
+
+# The masks made again from every stored event (after a bulk load that bypassed the writer).
+REBUILD_SQL = (
+    text(f"TRUNCATE {ACTIVITY}, {ACTIVITY_LATE}"),
+    *(
+        text(
+            f"INSERT INTO {ACTIVITY} (kind, block, site_id, key, days)"
+            f" SELECT {kind}, day / {BLOCK_DAYS}, site_id, k, bit_or(1::bigint << (day % {BLOCK_DAYS}))"
+            f" FROM (SELECT DISTINCT site_id, md5({expression})::uuid AS k, {DAY_SQL.format(t='time')} AS day"
+            f" FROM event WHERE {expression} IS NOT NULL) AS keys GROUP BY 2, 3, 4"
+        )
+        for kind, expression in KINDS.values()
+    ),
+)
