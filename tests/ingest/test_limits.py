@@ -120,7 +120,7 @@ async def test_a_batch_over_a_thousand_old_days_is_refused_at_once(client: httpx
 
 def test_a_wide_request_is_cut_into_parts_of_bounded_days() -> None:
     context = RequestContext(user_agent=None, client_ip=None, received_at=datetime.now(UTC))
-    start = datetime.now(UTC) - timedelta(days=400)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=400)
     rows = [
         build_row(EventCreate(page="/", time=start + timedelta(days=d, hours=h)), context)
         for d in range(3 * MAX_DAYS_PER_FLUSH + 1)
