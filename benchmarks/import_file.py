@@ -4,8 +4,8 @@ its own, its startup included in the wall time), into a fresh benchmark database
 
 Three imports of the same number of events, each into an emptied database:
 - history: times over the last DAYS days, the rollup tiers complete up to now (what a service
-  that has run its rollup job has): every event is late, so the ingest statement also upserts
-  the hourly and daily tiers (docs/rollups.md#late-events-and-deletes);
+  that has run its rollup job has): every event is late, so the ingest statement appends its
+  groups to rollup_late for the fold (docs/rollups.md#late-events-and-deletes-appended-then-folded);
 - live: times in the last minute, above every tier's watermark (what current traffic costs);
 - history again, into tiers not yet filled (a fresh database whose rollup job has not run yet:
   no event is late for an empty tier).
