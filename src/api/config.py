@@ -364,7 +364,7 @@ def load_settings() -> Settings:
         events_retention=_read("EVENTS_RETENTION", "3 months", _retention),
         retention_check_interval=_read("RETENTION_CHECK_INTERVAL", "3600", _number(float, 0)),
         rollup_job_interval=_read("ROLLUP_JOB_INTERVAL", "60", _number(float, 0)),
-        rollup_fold_interval=_read("ROLLUP_FOLD_INTERVAL", "1", _number(float, 0)),
+        rollup_fold_interval=_read("ROLLUP_FOLD_INTERVAL", "5", _number(float, 0)),
         batch_max_events=_read("BATCH_MAX_EVENTS", "10000", _number(int, 1, 1_000_000)),
         max_body_bytes=max_body,
         body_read_timeout=_read("BODY_READ_TIMEOUT", "30", _number(float, 0.1, 3600)),

@@ -102,5 +102,4 @@ ACTIVITY_LATE_TABLE = Table(
     Column("kind", SmallInteger, nullable=False),
     Column("key", Uuid, nullable=False),
     Column("day", Integer, nullable=False),
-    Index("ix_activity_late_day", "day"),
 )

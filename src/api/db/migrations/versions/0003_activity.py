@@ -10,7 +10,6 @@ from alembic import op
 from sqlalchemy import (
     BigInteger,
     Column,
-    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -46,7 +45,6 @@ activity_late = Table(
     Column("kind", SmallInteger, nullable=False),
     Column("key", Uuid, nullable=False),
     Column("day", Integer, nullable=False),
-    Index("ix_activity_late_day", "day"),
 )
 VISITOR = "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"
 DAY = "floor(extract(epoch FROM time) / 86400)::int"
