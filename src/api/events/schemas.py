@@ -80,11 +80,19 @@ def _event_id(value: object) -> uuid.UUID:
     return uuid.uuid5(_ID_NAMESPACE, value)
 
 
+_earliest: tuple[int, datetime] = (-1, MIN_TIME)  # (second, earliest time at that second)
+
+
 def earliest_time(now: datetime) -> datetime:
     """The oldest time an event may have: the retention's start (older events would be dropped
-    at once, and no read would ever see them), else 1970."""
-    start = get_settings().retention_start(now)
-    return max(start, MIN_TIME) if start is not None else MIN_TIME
+    at once, and no read would ever see them), else 1970. Worked out once a second: pydantic
+    asks for every event it validates, and calendar months cost microseconds each time."""
+    global _earliest
+    second = int(now.timestamp())
+    if _earliest[0] != second:
+        start = get_settings().retention_start(datetime.fromtimestamp(second, UTC))
+        _earliest = (second, max(start, MIN_TIME) if start is not None else MIN_TIME)
+    return _earliest[1]
 
 
 def _event_time(value: datetime) -> datetime:
