@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.errors import AppError, PayloadTooLarge, RequestTimeout, ServiceUnavailable, app_error_handler
-from src.api.ingest.budget import HOLD_KEY, BodyHold, MemoryBudget, parse_cost
+from src.api.ingest.budget import BodyHold, MemoryBudget, parse_cost
 
 _CLOSE = {"Connection": "close"}
 
@@ -77,7 +77,6 @@ class BodyGuard:
                 return
         budget: MemoryBudget | None = getattr(scope["app"].state, "body_budget", None)
         hold = BodyHold(budget) if budget is not None else None
-        scope[HOLD_KEY] = hold
         deadline = asyncio.get_running_loop().time() + self.timeout
         received = 0
         complete = False

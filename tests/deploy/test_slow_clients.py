@@ -6,19 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from benchmarks.server import free_port
+from benchmarks.server import running_server
 
-ROOT = Path(__file__).resolve().parents[2]
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 2.0
 pytestmark = pytest.mark.anyio
@@ -26,31 +22,14 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "LOG_LEVEL": "WARNING",
+    limits = {
         "HEADER_READ_TIMEOUT": str(HEADER_TIMEOUT),
         "BODY_READ_TIMEOUT": str(BODY_TIMEOUT),
         "INGEST_MEMORY_BYTES": str(16 * 1024 * 1024),
         "MAX_BODY_BYTES": str(1024 * 1024),
     }
-    command = [sys.executable, "-m", "src.server", "src.main:app", "--port", str(port), "--no-access-log"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with running_server(os.environ["DATABASE_URL"], extra_env=limits) as (base, _):
+        yield int(base.rsplit(":", 1)[1])
 
 
 async def read_all(reader: asyncio.StreamReader, within: float) -> bytes:

@@ -16,7 +16,7 @@ router = APIRouter(tags=["compat"])
 @router.post("/collect")
 async def collect(request: Request, ingest: IngestDep, context: RequestContextDep) -> dict[str, object]:
     settings = get_settings()
-    body = await read_json_body(request, settings.max_body_bytes, allow_empty=True)
+    body = await read_json_body(request, allow_empty=True)
     if body is None:
         body = dict(request.query_params)
         if not body:

@@ -20,7 +20,7 @@ async def post_events(
     request: Request, ingest: IngestDep, context: RequestContextDep, _key: ApiKeyDep
 ) -> dict[str, object]:
     settings = get_settings()
-    body = await read_json_body(request, settings.max_body_bytes)
+    body = await read_json_body(request)
     items = body.get("events") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         raise InvalidParameter(("body", "events"), "must be a non-empty list of events", None)

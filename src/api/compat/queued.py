@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from src.api.compat.service import ingest_all_or_nothing, queued_event
-from src.api.config import get_settings
 from src.api.errors import InvalidParameter
 from src.api.events.schemas import PagelessEventCreate
 from src.api.ingest.body import read_json_body
@@ -16,7 +15,7 @@ router = APIRouter(tags=["compat"])
 
 @router.post("/event")
 async def post_event(request: Request, ingest: IngestDep, context: RequestContextDep) -> dict[str, str]:
-    body = await read_json_body(request, get_settings().max_body_bytes)
+    body = await read_json_body(request)
     if not isinstance(body, dict):
         raise InvalidParameter(("body",), "must be a JSON object", None)
     event_id, _ = await ingest_all_or_nothing(

@@ -11,9 +11,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.events.models import Event
-from src.api.rollups.activity import DAY_SQL, FOLD_LOCK, FOLD_SQL, KINDS, RECOUNT_SQL
+from src.api.rollups.activity import DAY_SQL, KINDS, RECOUNT_SQL
 from src.api.rollups.catalogue import DIMENSIONS
 from src.api.rollups.maintenance import maintenance_ctes
+from src.api.rollups.repository import fold_late
 
 _DIMS = ", ".join(DIMENSIONS)
 # The deleted row's keys and day, for the activity masks' recount.
@@ -50,8 +51,7 @@ async def delete_event(
         return False
     # The activity masks: fold what waits (the deleted event's own keys among it), then clear
     # the day's bit of each of its keys that no other event of the day still has.
-    await session.execute(FOLD_LOCK)
-    await session.execute(FOLD_SQL)
+    await fold_late(session, rollups=False)
     day_start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=row.day)
     bounds = {
         "site_id": row.site_id,

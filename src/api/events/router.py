@@ -105,7 +105,7 @@ router.add_api_route(
 @router.post("/batch", response_model=BatchResult)
 async def create_events(request: Request, ingest: IngestDep, context: RequestContextDep) -> BatchResult:
     settings = get_settings()
-    body = await read_json_body(request, settings.max_body_bytes)
+    body = await read_json_body(request)
     items = body.get("events") if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise InvalidParameter(("body", "events"), "must be a list of events", None)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import orjson
 from fastapi import Request
 
-from src.api.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from src.api.errors import BadRequest, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from src.api.ingest.service import IngestService
@@ -24,12 +24,9 @@ def check_json_media_type(content_type: str | None) -> None:
         raise UnsupportedMediaType(f"content type {media_type!r} is not supported; send application/json")
 
 
-async def read_json_body(request: Request, max_bytes: int, *, allow_empty: bool = False) -> object:
+async def read_json_body(request: Request, *, allow_empty: bool = False) -> object:
     # Before anything is read: an unreadable body is refused whatever its size, even empty.
     check_json_media_type(request.headers.get("content-type"))
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     ingest: IngestService | None = getattr(request.app.state, "ingest", None)
     if ingest is not None:
         # Under overload, refuse before reading: a full pipeline cannot take these events.

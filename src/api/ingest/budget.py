@@ -1,10 +1,11 @@
 """The memory that request bodies may hold, in bytes, per worker process.
 
-Every request's body is held here as it arrives (so a slow sender holds only what it has
-sent), and, just before a JSON body is parsed, the estimate of the Python objects it will
-parse into (`parse_cost`). Everything a request took is given back when its answer has been
-sent. A request that would take the budget past `INGEST_MEMORY_BYTES` gets 503 with
-Retry-After instead, before it reads or parses more; a request alone may exceed it, so no
+Every request's body is held here chunk by chunk as it arrives (so a slow sender holds only
+what it has sent), at the estimate of the Python objects it will parse into (`parse_cost`);
+the body guard (src/api/middleware.py) does the holding. Everything a request took is given
+back when its answer has been sent. A request that would take the budget past
+`INGEST_MEMORY_BYTES` gets 503 with Retry-After instead, before it reads or parses more; a
+request alone may exceed it, so no
 valid request is refused forever.
 
 Counting bytes rather than events is what bounds memory for any input: 5 MB of `[[],[],…]`
@@ -13,14 +14,9 @@ parses into some 100 MB of lists, and is held as such.
 
 from __future__ import annotations
 
-from starlette.types import Scope
-
 from src.api.errors import ServiceUnavailable
 
-# The scope key of a request's hold (set by the body guard middleware).
-HOLD_KEY = "analytics.body_hold"
-
-# Upper bounds, measured with tracemalloc on orjson.loads (tests/ingest/test_budget.py): a
+# Upper bounds, measured with tracemalloc on orjson.loads (tests/ingest/test_body_guard.py): a
 # container costs at most ~72 bytes, a further element (a comma) ~64, a key ~40, and the
 # text of strings about its own size.
 _CONTAINER_BYTES = 80
@@ -71,10 +67,3 @@ class BodyHold:
     def release(self) -> None:
         self.budget.give(self.held)
         self.held = 0
-
-
-def hold_parse_cost(scope: Scope, body: bytes) -> None:
-    """Before parsing `body`: hold what it will parse into (503 when that is more than fits)."""
-    hold: BodyHold | None = scope.get(HOLD_KEY)
-    if hold is not None:
-        hold.take(parse_cost(body))

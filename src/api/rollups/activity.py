@@ -31,8 +31,8 @@ ACTIVITY = "activity"
 ACTIVITY_LATE = "activity_late"
 BLOCK_DAYS = 64
 
-# What each kind counts, as SQL over an event row (NULL: not counted). The visitor key is the
-# stats API's (src/api/stats/repository.py VISITOR_KEY).
+# What each kind counts, as SQL over an event row (NULL: not counted): the one definition of a
+# visitor and a session, which the raw distinct counts (src/api/stats/repository.py) use too.
 KINDS: dict[str, tuple[int, str]] = {
     "visitors": (1, "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"),
     "sessions": (2, "session_id"),

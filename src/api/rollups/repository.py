@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.rollups import activity
 from src.api.rollups.catalogue import CATALOGUE, Tier
-from src.api.rollups.maintenance import FOLD_LOCK_KEY, fold_sql, sums, upsert
+from src.api.rollups.maintenance import fold_sql, sums, upsert
 
 _FOLD = text(fold_sql())
 _LATE_PENDING = text(
@@ -58,11 +58,11 @@ async def fill_tiers(conn: AsyncConnection, tier: Tier, start: datetime, end: da
         await conn.execute(text(statement + " SELECT 1"), {"start": start, "end": end})
 
 
-async def fold_late(conn: AsyncConnection, *, rollups: bool = True) -> int:
+async def fold_late(conn: AsyncConnection | AsyncSession, *, rollups: bool = True) -> int:
     """Inside a transaction: move every late change into the rollups (with `rollups`: the
     Apache edition's) and every activity change into the masks; how many were moved. Waits for
     a fold running elsewhere (it commits first, and leaves nothing to move twice)."""
-    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FOLD_LOCK_KEY})
+    await conn.execute(activity.FOLD_LOCK)
     moved = int((await conn.execute(activity.FOLD_SQL)).scalar_one())
     if rollups:
         moved += int((await conn.execute(_FOLD)).scalar_one())

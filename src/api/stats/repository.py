@@ -22,7 +22,7 @@ from src.api.stats.question import DIMENSION_SQL
 RELATIONS: dict[str, str] = {name: name for name in (*CATALOGUE.names, CATALOGUE.late.name, RAW)}
 
 # Who counts as a visitor: the client's visitor id, else its user id, else address + agent.
-VISITOR_KEY = "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"
+VISITOR_KEY = KINDS["visitors"][1]
 # Users of the older /stats APIs: user id, else visitor id.
 USER_KEY = "COALESCE(user_id, visitor_id)"
 
@@ -166,7 +166,7 @@ def additive_statement(
 
 
 # Distinct-count metrics and the key each one counts.
-DISTINCT_KEYS: dict[str, str] = {"visitors": VISITOR_KEY, "sessions": "session_id"}
+DISTINCT_KEYS: dict[str, str] = {name: expression for name, (_, expression) in KINDS.items()}
 
 
 def distinct_statement(
