@@ -22,7 +22,7 @@ from src.api.compat.interview import router as interview_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
 from src.api.config import Settings, SettingsError, configure_logging, get_settings
-from src.api.db.engine import create_engine
+from src.api.db.engine import create_engine, create_stats_engine
 from src.api.db.timescale import setup_database
 from src.api.errors import (
     AppError,
@@ -37,6 +37,9 @@ from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
+from src.api.queue.broker import create_broker
+from src.api.queue.publisher import QueuePublisher
+from src.api.queue.router import router as queue_router
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
@@ -52,9 +55,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     timescale = await setup_database(engine, settings)
     writer = create_writer(engine, settings, timescale)
     writer.start()
+    # Queue mode: ingest publishes to the broker, workers (python -m src.worker) commit.
+    publisher = QueuePublisher(create_broker(settings.queue)) if settings.queue.enabled else None
+    if publisher is not None:
+        await publisher.start()
     app.state.engine = engine
+    app.state.stats_engine = create_stats_engine(settings, engine)
     app.state.timescale = timescale
-    app.state.ingest = IngestService(writer, settings)
+    app.state.broker = publisher.broker if publisher is not None else None
+    app.state.ingest = IngestService(writer, settings, publisher)
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
     tune_garbage_collector()
     jobs: list[asyncio.Task[None]] = []
@@ -75,6 +84,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
         await writer.stop()
+        if publisher is not None:
+            await publisher.stop()
+        if app.state.stats_engine is not engine:
+            await app.state.stats_engine.dispose()
         await engine.dispose()
 
 
@@ -128,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(queued_router)
     application.include_router(interview_router)
     application.include_router(compat_stats_router)
+    application.include_router(queue_router)
     return application
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 
 from src.api.auth.dependencies import require_api_key
 from src.api.config import get_settings
-from src.api.db.engine import SessionDep, TimescaleDep
+from src.api.db.engine import StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
 from src.api.rollups.catalogue import ceil_quarter
 from src.api.stats import repository
@@ -41,7 +41,7 @@ def _days(start: date, end: date, start_name: str = "from_date", end_name: str =
 
 @router.get("")
 async def site_stats(
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     day: Annotated[date | None, Query(alias="date")] = None,
@@ -75,7 +75,7 @@ async def site_stats(
 
 @router.get("/dau")
 async def daily_active_users(
-    session: SessionDep,
+    session: StatsSessionDep,
     from_date: date,
     to: date,
 ) -> dict[str, list[dict[str, Any]]]:
@@ -91,7 +91,7 @@ async def daily_active_users(
 
 @router.get("/top-events")
 async def top_events(
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     from_date: date,
     to: date,
@@ -105,7 +105,7 @@ async def top_events(
 
 @router.get("/retention")
 async def retention(
-    session: SessionDep,
+    session: StatsSessionDep,
     start_date: date,
     windows: Annotated[int, Query(ge=1, le=12)] = 3,
     window_type: Literal["week", "day"] = "week",

@@ -13,7 +13,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.api.config import get_settings
-from src.api.db.engine import SessionDep, TimescaleDep
+from src.api.db.engine import SessionDep, StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter, NotFound
 from src.api.events import repository
 from src.api.events.schemas import BatchResult, EventBucket, EventCreate, EventPublic
@@ -116,7 +116,7 @@ async def create_events(request: Request, ingest: IngestDep, context: RequestCon
 
 @router.get("", response_model=list[EventBucket])
 async def read_event_buckets(
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     duration: Annotated[QueryText, Query(max_length=32)] = "1 day",
     pages: Annotated[list[QueryText] | None, Query(max_length=200)] = None,

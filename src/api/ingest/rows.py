@@ -32,6 +32,7 @@ class RequestContext:
     client_ip: str | None
     received_at: datetime
     trusted: bool = False  # the body's ip_address is believed (trusted proxy or ingest key)
+    route: str = "api"  # the ingest route it came by (names the queue subject in queue mode)
 
 
 def time_bounds(now: datetime) -> tuple[datetime, datetime]:

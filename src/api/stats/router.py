@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
 
-from src.api.db.engine import SessionDep, TimescaleDep
+from src.api.db.engine import StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
 from src.api.stats.question import (
@@ -74,7 +74,7 @@ def _window(question: Question) -> dict[str, str]:
 @router.get("/timeseries")
 async def timeseries(
     request: Request,
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
     interval: Annotated[QueryText, Query(max_length=32)] = "1 hour",
@@ -101,7 +101,7 @@ async def timeseries(
 @router.get("/breakdown")
 async def breakdown(
     request: Request,
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
     dimension: Annotated[QueryText, Query(max_length=32)] = "page",
@@ -125,7 +125,7 @@ async def breakdown(
 
 @router.get("/summary")
 async def summary(
-    request: Request, session: SessionDep, timescale: TimescaleDep, base: BaseQuestion
+    request: Request, session: StatsSessionDep, timescale: TimescaleDep, base: BaseQuestion
 ) -> dict[str, Any]:
     check_query_names(request.query_params, _COMMON)
     question = replace(base, metrics=METRICS)
@@ -136,7 +136,7 @@ async def summary(
 @router.get("/realtime")
 async def realtime(
     request: Request,
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
