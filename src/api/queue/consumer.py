@@ -123,6 +123,11 @@ class QueueConsumer:
         for delay, waiting in later.items():
             await self.broker.retry(waiting, delay)
             report.retried += len(waiting)
+        if report.transient:
+            log.warning(
+                "not committed, the database is unavailable: messages=%d given back for retry",
+                report.retried,
+            )
         self.totals.committed += report.committed
         self.totals.stored += report.stored
         self.totals.dead += report.dead
