@@ -10,6 +10,7 @@ writes), and STATS_DATABASE_URL — a streaming read replica, when set — for t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import psycopg
@@ -74,7 +75,7 @@ async def get_statement_timeout() -> float:
 async def get_session(
     request: Request, timeout: Annotated[float, Depends(get_statement_timeout)]
 ) -> AsyncIterator[AsyncSession]:
-    async for session in _session(request.app.state.engine, timeout):
+    async with _session(request.app.state.engine, timeout) as session:
         yield session
 
 
@@ -82,11 +83,13 @@ async def get_stats_session(
     request: Request, timeout: Annotated[float, Depends(get_statement_timeout)]
 ) -> AsyncIterator[AsyncSession]:
     """A session on the stats engine (STATS_DATABASE_URL's replica when set): read-only work."""
-    async for session in _session(request.app.state.stats_engine, timeout):
+    async with _session(request.app.state.stats_engine, timeout) as session:
         yield session
 
 
+@asynccontextmanager
 async def _session(engine: AsyncEngine, timeout: float) -> AsyncIterator[AsyncSession]:
+    """The request's session: committed after the route, rolled back when it raised."""
     # Whole milliseconds, at least one: PostgreSQL reads statement_timeout = 0 as no limit.
     milliseconds = max(1, round(timeout * 1000)) if timeout > 0 else 0
     async with AsyncSession(
