@@ -26,3 +26,15 @@ ensure_local_db() {  # ensure_local_db database-name: exports DATABASE_URL for t
   bash "$root/boot/local-db.sh" "$1"
   export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$(bash "$root/boot/local-db.sh" port)/$1"
 }
+
+ensure_brokers() {  # nats-server and redis-server, which tests/queue starts on ports of its own
+  local need=()
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+  command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
+  [ "${#need[@]}" -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "[setup] installing ${need[*]} (Debian packages) for the queue tests" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
