@@ -189,6 +189,7 @@ class QueueSettings:
     publish_timeout: float = 5.0  # seconds the API waits for the broker's acknowledgement
     fetch_batch: int = 5000  # messages a worker takes at once
     duplicate_window: float = 600.0  # seconds JetStream remembers a Nats-Msg-Id
+    replicas: int = 1  # copies JetStream keeps of each stream (3 or 5 in a cluster)
 
     @property
     def enabled(self) -> bool:
@@ -258,6 +259,7 @@ def load_queue_settings() -> QueueSettings:
         publish_timeout=_read("QUEUE_PUBLISH_TIMEOUT", "5", _number(float, 0.1, 600)),
         fetch_batch=_read("QUEUE_FETCH_BATCH", "5000", _number(int, 1, 100_000)),
         duplicate_window=_read("QUEUE_DUPLICATE_WINDOW", "600", _number(float, 1, 7 * 86400)),
+        replicas=_read("QUEUE_REPLICAS", "1", _number(int, 1, 5)),
     )
 
 

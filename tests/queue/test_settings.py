@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ("QUEUE_PUBLISH_TIMEOUT", "soon"),
         ("QUEUE_FETCH_BATCH", "0"),
         ("QUEUE_DUPLICATE_WINDOW", "0"),
+        ("QUEUE_REPLICAS", "7"),
         ("STATS_DATABASE_URL", "mysql://user:secret@replica/db"),
     ],
 )

@@ -12,8 +12,8 @@
 - `<stream>_dlq` (file storage, kept until replayed): subjects `<stream>.dlq.<route>`, with
   the reason, the attempt count and the original subject as headers.
 
-A JetStream cluster (3 or 5 servers, `num_replicas` = 3) is the distributed part: NATS_URL lists
-its servers and the client fails over between them.
+A JetStream cluster (3 or 5 servers, QUEUE_REPLICAS = 3) is the distributed part: NATS_URL lists
+its servers and the client fails over between them; a PubAck then means a majority stored it.
 """
 
 from __future__ import annotations
@@ -113,12 +113,14 @@ class JetStreamBroker(Broker):
                 storage=StorageType.FILE,
                 retention=RetentionPolicy.WORK_QUEUE,
                 duplicate_window=self.settings.duplicate_window,
+                num_replicas=self.settings.replicas,
             ),
             StreamConfig(
                 name=self.dlq_name,
                 subjects=[f"{self.settings.stream}.dlq.>"],
                 storage=StorageType.FILE,
                 retention=RetentionPolicy.LIMITS,
+                num_replicas=self.settings.replicas,
             ),
         )
         for config in streams:
