@@ -81,7 +81,7 @@ def test_every_ingest_route_answers_after_the_broker_and_the_worker_stores(
 
     interview = {
         "events": [
-            {"event_id": f"{site}-i{i}", "occurred_at": at, "user_id": i, "event_type": "login", "site_id": site}
+            {"event_id": f"{site}-i{i}", "occurred_at": at, "user_id": i, "event_type": "login", "site_id": site, "properties": {"country": "PL", "n": i}}
             for i in range(3)
         ]
     }
@@ -109,6 +109,11 @@ def test_every_ingest_route_answers_after_the_broker_and_the_worker_stores(
     with psycopg.connect(plain_url(database_url())) as conn:
         pages = dict(conn.execute("SELECT page, count(*) FROM event WHERE site_id = %s GROUP BY page", (site,)).fetchall())
     assert pages == {"/one": 1, "/b": 1, "/c": 2, "/e": 1, "": 3}
+    with psycopg.connect(plain_url(database_url())) as conn:
+        properties = conn.execute(
+            "SELECT properties FROM event WHERE site_id = %s AND event_type = 'login' ORDER BY user_id", (site,)
+        ).fetchall()
+    assert [p for (p,) in properties] == [{"country": "PL", "n": i} for i in range(3)]
 
 
 def test_invalid_input_is_answered_at_once_and_never_queued(http: httpx.Client) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import orjson
+from psycopg.types.json import Jsonb
 
 from src.api.events.models import EVENT_COPY_COLUMNS
 from src.api.ingest.writer import EventRow
@@ -22,6 +23,7 @@ _UUID_COLUMNS = frozenset(i for i, c in enumerate(EVENT_COPY_COLUMNS) if c == "i
 _TIME_COLUMNS = frozenset(
     i for i, c in enumerate(EVENT_COPY_COLUMNS) if c in ("time", "received_at", "updated_at")
 )
+_PROPERTIES = EVENT_COPY_COLUMNS.index("properties")
 _WIDTH = len(EVENT_COPY_COLUMNS)
 
 
@@ -29,9 +31,16 @@ class MalformedMessage(ValueError):
     """A payload that is not an event row of this format: it can never be stored."""
 
 
+def _default(value: object) -> object:
+    if isinstance(value, Jsonb):  # properties, wrapped for the writer's jsonb column
+        return value.obj
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
 def encode_row(row: EventRow) -> bytes:
-    # orjson writes UUIDs and aware datetimes (RFC 3339, microseconds) natively.
-    return orjson.dumps({"v": FORMAT_VERSION, "row": row})
+    # orjson writes UUIDs and aware datetimes (RFC 3339, microseconds) natively; properties
+    # were already proven encodable by orjson when they were validated.
+    return orjson.dumps({"v": FORMAT_VERSION, "row": row}, default=_default)
 
 
 def decode_row(payload: bytes) -> EventRow:
@@ -45,6 +54,8 @@ def decode_row(payload: bytes) -> EventRow:
             if i in _UUID_COLUMNS
             else datetime.fromisoformat(value)
             if i in _TIME_COLUMNS and value is not None
+            else Jsonb(value)
+            if i == _PROPERTIES and value is not None
             else value
             for i, value in enumerate(values)
         )
