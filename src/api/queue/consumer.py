@@ -62,6 +62,9 @@ class QueueConsumer:
             except BrokerUnavailable as exc:
                 log.warning("broker unavailable: %s", exc)
                 report = BatchReport(transient=True)
+            except Exception:  # keep consuming: whatever was not acknowledged is redelivered
+                log.exception("worker batch failed")
+                report = BatchReport(transient=True)
             outages = outages + 1 if report.transient else 0
             if outages:
                 # Everything failed for want of the database or broker: wait before asking

@@ -204,26 +204,43 @@ class JetStreamBroker(Broker):
             messages = await self._sub.fetch(batch=limit, timeout=timeout)
         except nats.errors.TimeoutError:
             return []
+        except _NATS_ERRORS as exc:  # disconnected, reconnecting, the server restarting
+            raise BrokerUnavailable(f"NATS fetch failed: {type(exc).__name__}") from exc
         return [
             Delivery(payload=m.data, subject=m.subject, deliveries=m.metadata.num_delivered, handle=m)
             for m in messages
         ]
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        for delivery in deliveries:
-            await _msg(delivery).ack()
-        if self._nc is not None:
-            # Acks are fire-and-forget: flush makes sure they left before we go on.
-            await self._nc.flush()
+        try:
+            for delivery in deliveries:
+                await _msg(delivery).ack()
+            if self._nc is not None:
+                # Acks are fire-and-forget: flush makes sure they left before we go on.
+                await self._nc.flush()
+        except _NATS_ERRORS as exc:  # unacknowledged: redelivered after QUEUE_ACK_WAIT
+            raise BrokerUnavailable(f"NATS ack failed: {type(exc).__name__}") from exc
 
     async def retry(self, deliveries: Sequence[Delivery], delay: float) -> None:
-        for delivery in deliveries:
-            await _msg(delivery).nak(delay=delay if delay > 0 else None)
+        try:
+            for delivery in deliveries:
+                await _msg(delivery).nak(delay=delay if delay > 0 else None)
+        except _NATS_ERRORS as exc:  # not given back: redelivered after QUEUE_ACK_WAIT
+            raise BrokerUnavailable(f"NATS nak failed: {type(exc).__name__}") from exc
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         js = self._context()
         route = delivery.subject.rsplit(".", 1)[-1]
         sequence = _msg(delivery).metadata.sequence.stream
+        try:
+            await self._publish_dead_letter(js, route, sequence, delivery, reason)
+            await _msg(delivery).ack()
+        except _NATS_ERRORS as exc:
+            raise BrokerUnavailable(f"NATS dead-letter failed: {type(exc).__name__}") from exc
+
+    async def _publish_dead_letter(
+        self, js: JetStreamContext, route: str, sequence: int, delivery: Delivery, reason: str
+    ) -> None:
         await js.publish(
             f"{self.settings.stream}.dlq.{route}",
             delivery.payload,
@@ -235,7 +252,6 @@ class JetStreamBroker(Broker):
                 "Nats-Msg-Id": f"dlq-{sequence}",
             },
         )
-        await _msg(delivery).ack()
 
     async def leave(self) -> None:
         sub, self._sub = self._sub, None

@@ -149,6 +149,17 @@ class RedisStreamsBroker(Broker):
         log.info("worker joined stream=%s group=%s as=%s", self.key, GROUP, consumer)
 
     async def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+        try:
+            return await self._fetch(limit, timeout)
+        except redis.exceptions.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or group is gone (a Redis restarted without its data): make them again.
+            log.warning("consumer group missing; creating it again stream=%s", self.key)
+            await self._call(self._ensure_group(self._client()))
+            return []
+
+    async def _fetch(self, limit: int, timeout: float) -> list[Delivery]:
         client = self._client()
         deliveries = await self._claim(client, limit)
         if len(deliveries) < limit:
