@@ -1,9 +1,11 @@
 """The worker loop: fetch a batch of messages, commit their rows through the group-commit
 writer, acknowledge what is committed, give back or dead-letter the rest.
 
-Each message is submitted to the writer as a request of its own, so the writer packs many
-into one COPY and, when the database refuses a row, halves the flush until that message stands
-alone (src/api/ingest/writer.py): the rest of the batch is still stored. Per message:
+A batch goes to the writer in requests of SUBMIT_ROWS messages (encoded for COPY off the event
+loop; the writer commits several at once, INGEST_WRITERS). When the database refuses one of
+them, that request is submitted again message by message, and the writer halves the flush until
+the refused message stands alone (src/api/ingest/writer.py): the rest is still stored. Per
+message:
 - committed (stored now, or stored before: ON CONFLICT DO NOTHING) → ack;
 - the database unavailable, busy or timing out → given back with exponential backoff
   (QUEUE_RETRY_BASE doubling up to QUEUE_RETRY_MAX), however many times: an outage of hours
@@ -25,13 +27,17 @@ from dataclasses import dataclass
 
 from src.api.config import QueueSettings
 from src.api.errors import AppError, ServiceUnavailable
-from src.api.ingest.writer import IngestWriter, WriteResult, prepare_rows
+from src.api.ingest.writer import EventRow, IngestWriter, WriteResult, prepare_rows
 from src.api.queue.broker import Broker, BrokerUnavailable, Delivery
 from src.api.queue.messages import MalformedMessage, decode_row
 
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0  # seconds a fetch waits for the first message (also how soon a stop is seen)
+# Messages per writer request: large enough for COPY to pay, small enough that several
+# requests of one batch are committed in parallel by the writer's tasks.
+SUBMIT_ROWS = 1000
+Outcome = WriteResult | BaseException
 
 
 @dataclass
@@ -82,21 +88,19 @@ class QueueConsumer:
 
     async def process(self, deliveries: Sequence[Delivery]) -> BatchReport:
         report = BatchReport()
-        decoded: list[tuple[Delivery, tuple[object, ...]]] = []
+        decoded: list[tuple[Delivery, EventRow]] = []
         refused: list[tuple[Delivery, str]] = []
         for delivery in deliveries:
             try:
                 decoded.append((delivery, decode_row(delivery.payload)))
             except MalformedMessage as exc:
                 refused.append((delivery, f"malformed message: {exc}"))
-        # One writer request per message: the writer groups them into few commits.
-        outcomes = await asyncio.gather(
-            *(self.writer.submit_prepared(prepare_rows((row,), encode=False)) for _, row in decoded),
-            return_exceptions=True,
+        parts = await asyncio.gather(
+            *(self._store(decoded[i : i + SUBMIT_ROWS]) for i in range(0, len(decoded), SUBMIT_ROWS))
         )
         committed: list[Delivery] = []
         later: dict[float, list[Delivery]] = defaultdict(list)
-        for (delivery, _), outcome in zip(decoded, outcomes, strict=True):
+        for delivery, outcome in (pair for part in parts for pair in part):
             if isinstance(outcome, WriteResult):
                 committed.append(delivery)
                 report.stored += outcome.accepted
@@ -144,6 +148,25 @@ class QueueConsumer:
             report.dead,
         )
         return report
+
+
+    async def _store(self, chunk: list[tuple[Delivery, EventRow]]) -> list[tuple[Delivery, Outcome]]:
+        """Commit a chunk's rows as one writer request; per message, what became of it."""
+        deliveries = [delivery for delivery, _ in chunk]
+        prepared = await asyncio.to_thread(prepare_rows, [row for _, row in chunk])
+        try:
+            written = await self.writer.submit_prepared(prepared)
+        except ServiceUnavailable as exc:
+            return [(delivery, exc) for delivery in deliveries]
+        except AppError:
+            # Refused: one message each, so the writer stores all but the refused one(s).
+            outcomes = await asyncio.gather(
+                *(self.writer.submit_prepared(prepare_rows((row,), encode=False)) for _, row in chunk),
+                return_exceptions=True,
+            )
+            return list(zip(deliveries, outcomes, strict=True))
+        flags = zip(deliveries, written.inserted, strict=True)
+        return [(delivery, WriteResult((flag,))) for delivery, flag in flags]
 
 
 def _sqlstate(error: AppError) -> str:
