@@ -218,7 +218,7 @@ def test_a_worker_killed_mid_drain_loses_nothing_and_counts_nothing_twice(
     http: httpx.Client, start_worker: StartWorker
 ) -> None:
     site = new_site()
-    total = post_batches(http, site, 10, 1000)
+    total = post_batches(http, site, 6, 1000)
     first = start_worker()
     wait_until(lambda: count_events(site) >= 1000, what="the first worker to store some")
     first.kill()  # SIGKILL: no chance to acknowledge what it fetched
@@ -237,7 +237,7 @@ def test_two_workers_share_the_load(http: httpx.Client, start_worker: StartWorke
     workers = [start_worker(), start_worker()]
     for worker in workers:
         wait_until(lambda w=worker: "worker joined" in w.log(), what="the workers to join")  # type: ignore[misc]
-    total = post_batches(http, site, 10, 1000)
+    total = post_batches(http, site, 6, 1000)
     wait_until(lambda: count_events(site) == total, timeout=90, what="every event to be stored")
     wait_until(lambda: depth(http) == 0, what="the queue to drain")
     assert [w.terminate() for w in workers] == [0, 0]  # SIGTERM: a clean stop
