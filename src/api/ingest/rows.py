@@ -69,6 +69,7 @@ def build_row(event: EventCreate, context: RequestContext) -> EventRow:
         Jsonb(properties) if properties is not None else None,
         context.received_at,
         context.received_at,
+        None,  # client_id
     )
 
 
@@ -223,4 +224,5 @@ def fast_row(
         Jsonb(properties) if properties is not None else None,
         context.received_at,
         context.received_at,
+        None,  # client_id
     )
