@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from psycopg.types.json import Jsonb
 
+from src.api.events.models import EVENT_COPY_COLUMNS
 from src.api.events.schemas import EventCreate
 from src.api.ingest.rows import RequestContext, build_row
 from src.api.queue.messages import MalformedMessage, decode_row, encode_row, message_id
@@ -34,7 +35,25 @@ def test_a_row_with_every_field_round_trips() -> None:
     assert message_id(back) == message_id(row)
 
 
-@pytest.mark.parametrize("payload", [b"", b"{", b'{"v": 2, "row": []}', b'{"v": 1, "row": [1, 2]}', b"[1]"])
+def test_a_message_from_before_a_column_existed_reads_it_as_null() -> None:
+    payload = b'{"v": 1, "event": {"id": "6f1c1c5e-8a57-4a53-9d7e-3c1d0f3b7a11", "time": "2026-11-20T10:00:00+00:00", "page": "/"}}'
+    row = decode_row(payload)
+    assert row[2:] == tuple(None if i != EVENT_COPY_COLUMNS.index("page") - 2 else "/" for i in range(len(row) - 2))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"{",
+        b"[1]",
+        b'{"v": 2, "event": {}}',
+        b'{"v": 1, "event": {"page": "/"}}',
+        b'{"v": 1, "event": {"id": "x", "time": "2026-11-20T10:00:00+00:00"}}',
+        b'{"v": 1, "event": {"id": "6f1c1c5e-8a57-4a53-9d7e-3c1d0f3b7a11", "time": "yesterday"}}',
+        b'{"v": 1, "event": {"id": "6f1c1c5e-8a57-4a53-9d7e-3c1d0f3b7a11", "time": "2026-11-20T10:00:00+00:00", "colour": "red"}}',
+    ],
+)
 def test_anything_else_is_malformed(payload: bytes) -> None:
     with pytest.raises(MalformedMessage):
         decode_row(payload)

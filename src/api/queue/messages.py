@@ -1,7 +1,13 @@
-"""One message is one event row (the writer's EVENT_COPY_COLUMNS order), JSON-encoded.
+"""One message is one event row, JSON-encoded with its column names.
 
 One event per message, not one request: the broker deduplicates per event (the id below), a
 row the database refuses is dead-lettered alone, and workers batch messages as they please.
+
+Columns by name, not by position: while an upgrade rolls out, API processes and workers of two
+versions share the stream. A column the message lacks (published before it existed) is null; a
+column the worker does not know (published by a newer API) makes the message malformed, so it
+is dead-lettered, not stored without that value, and can be replayed once the workers are
+upgraded.
 """
 
 from __future__ import annotations
@@ -17,18 +23,12 @@ from src.api.events.models import EVENT_COPY_COLUMNS
 from src.api.ingest.writer import EventRow
 
 FORMAT_VERSION = 1
-# The ingest routes, as the last token of a message's subject (shown in dead letters).
-ROUTES = ("api", "batch", "collect", "event", "events", "import")
-_UUID_COLUMNS = frozenset(i for i, c in enumerate(EVENT_COPY_COLUMNS) if c == "id")
-_TIME_COLUMNS = frozenset(
-    i for i, c in enumerate(EVENT_COPY_COLUMNS) if c in ("time", "received_at", "updated_at")
-)
-_PROPERTIES = EVENT_COPY_COLUMNS.index("properties")
-_WIDTH = len(EVENT_COPY_COLUMNS)
+_COLUMNS = frozenset(EVENT_COPY_COLUMNS)
+_TIME_COLUMNS = frozenset(("time", "received_at", "updated_at"))
 
 
 class MalformedMessage(ValueError):
-    """A payload that is not an event row of this format: it can never be stored."""
+    """A payload that is not an event row of this format: it can never be stored as it is."""
 
 
 def _default(value: object) -> object:
@@ -39,29 +39,38 @@ def _default(value: object) -> object:
 
 def encode_row(row: EventRow) -> bytes:
     # orjson writes UUIDs and aware datetimes (RFC 3339, microseconds) natively; properties
-    # were already proven encodable by orjson when they were validated.
-    return orjson.dumps({"v": FORMAT_VERSION, "row": row}, default=_default)
+    # were proven encodable by orjson when they were validated. Nulls are left out.
+    event = {name: value for name, value in zip(EVENT_COPY_COLUMNS, row, strict=True) if value is not None}
+    return orjson.dumps({"v": FORMAT_VERSION, "event": event}, default=_default)
+
+
+def _value(name: str, value: object) -> object:
+    if value is None:
+        return None
+    if name == "id":
+        return uuid.UUID(str(value))
+    if name in _TIME_COLUMNS:
+        return datetime.fromisoformat(str(value))
+    if name == "properties":
+        return Jsonb(value)
+    return value
 
 
 def decode_row(payload: bytes) -> EventRow:
     try:
         message = orjson.loads(payload)
-        values = message["row"]
-        if message.get("v") != FORMAT_VERSION or not isinstance(values, list) or len(values) != _WIDTH:
-            raise MalformedMessage(f"not an event row of format {FORMAT_VERSION}")
-        return tuple(
-            uuid.UUID(value)
-            if i in _UUID_COLUMNS
-            else datetime.fromisoformat(value)
-            if i in _TIME_COLUMNS and value is not None
-            else Jsonb(value)
-            if i == _PROPERTIES and value is not None
-            else value
-            for i, value in enumerate(values)
-        )
+        if not isinstance(message, dict) or message.get("v") != FORMAT_VERSION:
+            raise MalformedMessage(f"not an event message of format {FORMAT_VERSION}")
+        event = message["event"]
+        if not isinstance(event, dict) or "id" not in event or "time" not in event:
+            raise MalformedMessage("not an event: needs at least id and time")
+        unknown = set(event) - _COLUMNS
+        if unknown:
+            raise MalformedMessage(f"columns this worker does not know: {', '.join(sorted(unknown))}")
+        return tuple(_value(name, event.get(name)) for name in EVENT_COPY_COLUMNS)
+    except MalformedMessage:
+        raise
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-        if isinstance(exc, MalformedMessage):
-            raise
         raise MalformedMessage(f"undecodable payload: {type(exc).__name__}") from None
 
 
