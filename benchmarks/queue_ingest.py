@@ -58,12 +58,16 @@ def wait_joined(workers: list[WorkerProcess]) -> None:
         time.sleep(0.05)
 
 
-def run_mode(mode: str, url: str, bodies: list[bytes], clients: int, total: int, folder: Path) -> None:
+def run_mode(mode: str, url: str, size: int, clients: int, total: int, folder: Path) -> None:
+    def bodies() -> list[bytes]:
+        # New event ids for every load: JetStream would take a repeated load for duplicates.
+        return make_batches(total, size, 30 * 86400, "events")
+
     if mode == "none":
         with running_server(url) as (base, _):
             empty(url)  # after the server's startup made the schema
             started = time.perf_counter()
-            answered, accepted = asyncio.run(post_all(base, bodies, clients, "/events"))
+            answered, accepted = asyncio.run(post_all(base, bodies(), clients, "/events"))
             _, done = wait_stored(url, total)
         print(f"none : answered {answered:.2f} s, stored {done - started:.2f} s (accepted={accepted})")
         return
@@ -76,7 +80,7 @@ def run_mode(mode: str, url: str, bodies: list[bytes], clients: int, total: int,
             worker = WorkerProcess({**env, "DATABASE_URL": url}, folder / f"{mode}-worker.log")
             wait_joined([worker])
             started = time.perf_counter()
-            answered, accepted = asyncio.run(post_all(base, bodies, clients, "/events"))
+            answered, accepted = asyncio.run(post_all(base, bodies(), clients, "/events"))
             _, done = wait_stored(url, total)
             worker.terminate()
             print(
@@ -85,7 +89,7 @@ def run_mode(mode: str, url: str, bodies: list[bytes], clients: int, total: int,
             )
             for count in (1, 2):
                 empty(url)
-                asyncio.run(post_all(base, bodies, clients, "/events"))  # a backlog, no worker yet
+                asyncio.run(post_all(base, bodies(), clients, "/events"))  # a backlog, no worker yet
                 workers = [
                     WorkerProcess({**env, "DATABASE_URL": url}, folder / f"{mode}-drain{count}-{i}.log")
                     for i in range(count)
@@ -111,11 +115,11 @@ def main() -> None:
     parser.add_argument("--mode", action="append", choices=["none", "nats", "redis"], help="default: all three")
     args = parser.parse_args()
     url = args.database_url or local_database_url("analytics_bench_queue")
-    bodies = make_batches(args.events, args.batch, 30 * 86400, "events")
-    print(f"{args.events} events as {len(bodies)} POST /events of {args.batch}, {args.clients} clients, times over 30 days")
+    requests = -(-args.events // args.batch)
+    print(f"{args.events} events as {requests} POST /events of {args.batch}, {args.clients} clients, times over 30 days")
     with tempfile.TemporaryDirectory(prefix="queue-bench-") as folder:
         for mode in args.mode or ["none", "nats", "redis"]:
-            run_mode(mode, url, bodies, args.clients, args.events, Path(folder))
+            run_mode(mode, url, args.batch, args.clients, args.events, Path(folder))
 
 
 if __name__ == "__main__":

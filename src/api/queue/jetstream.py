@@ -202,7 +202,7 @@ class JetStreamBroker(Broker):
             raise BrokerUnavailable("not joined")
         try:
             messages = await self._sub.fetch(batch=limit, timeout=timeout)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nothing to deliver in time
             return []
         except _NATS_ERRORS as exc:  # disconnected, reconnecting, the server restarting
             raise BrokerUnavailable(f"NATS fetch failed: {type(exc).__name__}") from exc
