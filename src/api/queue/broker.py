@@ -70,11 +70,11 @@ class Broker(ABC):
     # --- the worker side ------------------------------------------------------------------
 
     @abstractmethod
-    async def join(self, consumer: str) -> None:
-        """Join the shared consumer (group) as `consumer`."""
+    async def join(self, consumer: str, lanes: int = 1) -> None:
+        """Join the shared consumer (group) as `consumer`, with `lanes` fetches in flight."""
 
     @abstractmethod
-    async def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+    async def fetch(self, limit: int, timeout: float, lane: int = 0) -> list[Delivery]:
         """Up to `limit` messages, waiting at most `timeout` seconds for the first."""
 
     @abstractmethod

@@ -12,8 +12,9 @@ message:
   loses nothing; the worker also pauses before its next fetch so it does not spin;
 - refused by the database (or not an event row at all) → given back with backoff until it has
   been delivered QUEUE_MAX_DELIVER times, then moved to the DLQ with the reason.
-A worker told to stop (SIGTERM) finishes the batch in hand — commit and ack — and takes no
-more; anything it did not acknowledge is redelivered to the others.
+A worker runs LANES such loops at once. Told to stop (SIGTERM), it finishes the batches in
+hand — commit and ack — and takes no more; anything it did not acknowledge is redelivered to
+the others.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ FETCH_WAIT = 1.0  # seconds a fetch waits for the first message (also how soon a
 # Messages per writer request: large enough for COPY to pay, small enough that several
 # requests of one batch are committed in parallel by the writer's tasks.
 SUBMIT_ROWS = 1000
+# Batches in flight per worker process: while one is being committed, the next is fetched,
+# decoded and encoded, and the last one's acks are sent (a single lane leaves the database
+# idle during those steps, and them idle during the commit).
+LANES = 2
 Outcome = WriteResult | BaseException
 
 
@@ -59,11 +64,23 @@ class QueueConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set."""
-        await self.broker.join(self.name)
+        await self.broker.join(self.name, LANES)
+        await asyncio.gather(*(self._lane(stop, lane) for lane in range(LANES)))
+        with contextlib.suppress(BrokerUnavailable):
+            await self.broker.leave()
+        log.info(
+            "worker stopped name=%s committed=%d stored=%d dead=%d",
+            self.name,
+            self.totals.committed,
+            self.totals.stored,
+            self.totals.dead,
+        )
+
+    async def _lane(self, stop: asyncio.Event, lane: int) -> None:
         outages = 0  # consecutive batches (or fetches) that met an unavailable service
         while not stop.is_set():
             try:
-                deliveries = await self.broker.fetch(self.settings.fetch_batch, FETCH_WAIT)
+                deliveries = await self.broker.fetch(self.settings.fetch_batch, FETCH_WAIT, lane)
                 report = await self.process(deliveries) if deliveries else BatchReport()
             except BrokerUnavailable as exc:
                 log.warning("broker unavailable: %s", exc)
@@ -76,15 +93,6 @@ class QueueConsumer:
                 # Everything failed for want of the database or broker: wait before asking
                 # again, as each message waits before its redelivery.
                 await _sleep_unless(stop, self.settings.backoff(outages))
-        with contextlib.suppress(BrokerUnavailable):
-            await self.broker.leave()
-        log.info(
-            "worker stopped name=%s committed=%d stored=%d dead=%d",
-            self.name,
-            self.totals.committed,
-            self.totals.stored,
-            self.totals.dead,
-        )
 
     async def process(self, deliveries: Sequence[Delivery]) -> BatchReport:
         report = BatchReport()

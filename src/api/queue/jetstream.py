@@ -70,7 +70,7 @@ class JetStreamBroker(Broker):
         self.in_subjects = f"{settings.stream}.in.>"
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._subs: list[JetStreamContext.PullSubscription] = []
 
     # --- connection -----------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class JetStreamBroker(Broker):
                 await js.update_stream(config)
 
     async def close(self) -> None:
-        nc, self._nc, self._js, self._sub = self._nc, None, None, None
+        nc, self._nc, self._js, self._subs = self._nc, None, None, []
         if nc is not None:
             try:
                 await nc.drain()
@@ -178,7 +178,7 @@ class JetStreamBroker(Broker):
 
     # --- the worker side ------------------------------------------------------------------
 
-    async def join(self, consumer: str) -> None:
+    async def join(self, consumer: str, lanes: int = 1) -> None:
         js = self._context()
         config = ConsumerConfig(
             durable_name=DURABLE,
@@ -194,14 +194,15 @@ class JetStreamBroker(Broker):
         except nats.js.errors.NotFoundError:
             with contextlib.suppress(nats.js.errors.BadRequestError):  # another worker made it
                 await js.add_consumer(self.name, config)
-        self._sub = await js.pull_subscribe_bind(DURABLE, self.name)
+        # One subscription (inbox) per lane: a pull subscription serves one fetch at a time.
+        self._subs = [await js.pull_subscribe_bind(DURABLE, self.name) for _ in range(lanes)]
         log.info("worker joined stream=%s consumer=%s as=%s", self.name, DURABLE, consumer)
 
-    async def fetch(self, limit: int, timeout: float) -> list[Delivery]:
-        if self._sub is None:
+    async def fetch(self, limit: int, timeout: float, lane: int = 0) -> list[Delivery]:
+        if not self._subs:
             raise BrokerUnavailable("not joined")
         try:
-            messages = await self._sub.fetch(batch=limit, timeout=timeout)
+            messages = await self._subs[lane].fetch(batch=limit, timeout=timeout)
         except (nats.errors.TimeoutError, TimeoutError):  # nothing to deliver in time
             return []
         except _NATS_ERRORS as exc:  # disconnected, reconnecting, the server restarting
@@ -254,8 +255,8 @@ class JetStreamBroker(Broker):
         )
 
     async def leave(self) -> None:
-        sub, self._sub = self._sub, None
-        if sub is not None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
             try:
                 await sub.unsubscribe()
             except _NATS_ERRORS:

@@ -143,12 +143,13 @@ class RedisStreamsBroker(Broker):
 
     # --- the worker side ------------------------------------------------------------------
 
-    async def join(self, consumer: str) -> None:
+    async def join(self, consumer: str, lanes: int = 1) -> None:
         self._consumer = consumer
         await self._call(self._ensure_group(self._client()))
         log.info("worker joined stream=%s group=%s as=%s", self.key, GROUP, consumer)
 
-    async def fetch(self, limit: int, timeout: float) -> list[Delivery]:
+    async def fetch(self, limit: int, timeout: float, lane: int = 0) -> list[Delivery]:
+        # Lanes need nothing of their own: XREADGROUP calls never hand out an entry twice.
         try:
             return await self._fetch(limit, timeout)
         except redis.exceptions.ResponseError as exc:
