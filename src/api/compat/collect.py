@@ -25,12 +25,13 @@ async def collect(request: Request, ingest: IngestDep, context: RequestContextDe
         raise InvalidParameter(("body",), "must be a JSON object", None)
     events = collect_events(body)
     batch_size_guard(len(events), settings.batch_max_events)
-    first_id, count = await ingest_all_or_nothing(ingest, events, context, what="events")
+    first_id, count, client_id = await ingest_all_or_nothing(ingest, events, context, what="events")
     return {
         "status": "success",
         "message": f"{count} event(s) received and stored",
         "events_processed": count,
         "event_id": str(first_id),
+        "client_id": client_id,  # as the replaced collector answered: whose site it is
         "timestamp": now_iso(),
     }
 
