@@ -17,6 +17,9 @@ from fastapi.responses import ORJSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from src.api.auth.ratelimit import KeyRateLimiter, PostgresStorage, redis_storage
+from src.api.auth.router import router as keys_router
+from src.api.auth.service import KeyService
 from src.api.compat.collect import router as collect_router
 from src.api.compat.interview import router as interview_router
 from src.api.compat.queued import router as queued_router
@@ -33,11 +36,16 @@ from src.api.errors import (
     validation_error_handler,
 )
 from src.api.events.router import router as events_router
+from src.api.ingest.access import IngestAccess
 from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
+from src.api.privacy.salts import DailySalts
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
+from src.api.sites.cors import SiteCORS
+from src.api.sites.router import router as sites_router
+from src.api.sites.service import PixelManagementClient, SiteAuthorizer, SiteRegistry
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 
@@ -46,7 +54,7 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    settings: Settings = getattr(app.state, "settings", None) or get_settings()
     configure_logging(settings)
     engine = create_engine(settings)
     timescale = await setup_database(engine, settings)
@@ -54,7 +62,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     writer.start()
     app.state.engine = engine
     app.state.timescale = timescale
-    app.state.ingest = IngestService(writer, settings)
+    # Sites and keys (docs/sites.md): with nothing configured, all of it stays out of the way.
+    registry = SiteRegistry(engine, settings.site_cache_seconds)
+    remote = PixelManagementClient(engine, settings) if settings.site_authorization == "remote" else None
+    authorizer = SiteAuthorizer(settings, registry, remote)
+    app.state.site_registry = registry
+    app.state.site_authorizer = authorizer
+    app.state.keys = KeyService(engine, settings)
+    storage = redis_storage(settings.redis_url) if settings.redis_url else PostgresStorage(engine)
+    app.state.rate_limiter = KeyRateLimiter(storage)
+    app.state.ingest = IngestService(writer, settings, IngestAccess(authorizer, DailySalts(engine)))
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
     tune_garbage_collector()
     jobs: list[asyncio.Task[None]] = []
@@ -75,6 +92,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
         await writer.stop()
+        if remote is not None:
+            await remote.close()
         await engine.dispose()
 
 
@@ -110,13 +129,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for database_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, psycopg.Error):
         application.add_exception_handler(database_error, database_error_handler)
     application.add_exception_handler(Exception, unexpected_error_handler)
-    application.add_middleware(
-        CORSMiddleware,
-        allow_origins=list(settings.cors_origins),
-        allow_methods=["*"],
-        allow_headers=["*"],
-        allow_credentials=settings.cors_origins != ("*",),
-    )
+    application.state.settings = settings
+    if settings.site_authorization == "off":
+        application.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=settings.cors_origins != ("*",),
+        )
+    else:  # exactly the origins of authorized sites (and any CORS_ORIGINS listed)
+        application.add_middleware(SiteCORS, origins=settings.cors_origins)
     application.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_read_timeout
     )
@@ -128,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(queued_router)
     application.include_router(interview_router)
     application.include_router(compat_stats_router)
+    application.include_router(sites_router)
+    application.include_router(keys_router)
     return application
 
 

@@ -37,14 +37,16 @@ async def collect(request: Request, ingest: IngestDep, context: RequestContextDe
 
 
 @router.options("/collect")
-async def collect_preflight() -> Response:
-    # CORSMiddleware answers real preflights (with Origin); this answers bare OPTIONS probes.
-    return Response(
-        status_code=204,
-        headers={
-            "Allow": "POST, OPTIONS",
-            "Access-Control-Allow-Origin": "*",
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type",
-        },
-    )
+async def collect_preflight(request: Request) -> Response:
+    # The CORS middleware answers real preflights (with Origin); this answers bare OPTIONS
+    # probes — with `*` only while sites are not authorized (then any origin may send).
+    headers = {"Allow": "POST, OPTIONS"}
+    if request.app.state.settings.site_authorization == "off":
+        headers.update(
+            {
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type",
+            }
+        )
+    return Response(status_code=204, headers=headers)
