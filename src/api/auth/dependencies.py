@@ -61,7 +61,11 @@ class Access:
 
 async def _authorize(request: Request, response: Response, scope: Scope, *, always: bool = False) -> Access:
     keys: KeyService = request.app.state.keys
-    environment = environment_keys(get_settings())
+    # The app's settings; and the process's, which are the same object unless a test built an
+    # app with settings of its own.
+    environment = tuple(
+        dict.fromkeys((*environment_keys(request.app.state.settings), *environment_keys(get_settings())))
+    )
     required = await keys.required(environment)
     if not required and not always:
         return Access(principal=None)
