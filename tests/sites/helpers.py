@@ -30,9 +30,8 @@ SITE_TABLES = ("site", "site_attribution", "api_key", "rate_limit_counter")
 @asynccontextmanager
 async def service(**overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """An app built with the tests' settings plus `overrides`, started, and a client for it."""
-    settings = dataclasses.replace(
-        get_settings(), admin_api_key=ADMIN_KEY, secret_key=SECRET_KEY, site_cache_seconds=0, **overrides
-    )
+    fields: dict[str, Any] = {"admin_api_key": ADMIN_KEY, "secret_key": SECRET_KEY, "site_cache_seconds": 0}
+    settings = dataclasses.replace(get_settings(), **{**fields, **overrides})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=PEER)
