@@ -26,3 +26,14 @@ ensure_local_db() {  # ensure_local_db database-name: exports DATABASE_URL for t
   bash "$root/boot/local-db.sh" "$1"
   export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$(bash "$root/boot/local-db.sh" port)/$1"
 }
+
+ensure_redis_server() {  # the rate-limit tests start their own redis-server on a free port
+  command -v redis-server >/dev/null 2>&1 && return 0
+  echo "[setup] installing redis-server (the tests start their own)" >&2
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # Debian starts the packaged service; the tests need only the binary.
+  if command -v systemctl >/dev/null 2>&1; then $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+}
