@@ -16,13 +16,16 @@ REDACTED = "[redacted]"
 
 # Parameter and property names whose values are secrets or identities, whatever they hold.
 SENSITIVE_NAME = re.compile(r"email|e-mail|token|password|passwd|secret|auth|key", re.IGNORECASE)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Starting only where a run of local-part characters starts keeps the search linear.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _CARD = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){2,4}"
     r"|\(\d{3}\)\s?\d{3}[\s.-]\d{4}|\d{3}[\s.-]\d{3}[\s.-]\d{4}|0\d{9,10})(?![\w])"
 )
 _QUERY_PARAMETER = re.compile(r"([?&;])([^=&#;]*)=([^&#;]*)")
+_MAYBE_PII = re.compile(r"[0-9@%]").search  # what every pattern needs at least one of
+_NOT_DIGIT = re.compile(r"[^0-9]+")
 
 
 def _luhn(digits: str) -> bool:
@@ -42,11 +45,14 @@ def _card(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """`text` with e-mail addresses, card-like numbers and phone numbers replaced."""
-    if not any(char.isdigit() or char in "@%" for char in text):
+    if _MAYBE_PII(text) is None:
         return text  # the common case (a path, a word): nothing any pattern could match
-    text = _EMAIL.sub(REDACTED, text)
-    text = _CARD.sub(_card, text)
-    return _PHONE.sub(REDACTED, text)
+    if "@" in text or "%40" in text:
+        text = _EMAIL.sub(REDACTED, text)
+    digits = len(_NOT_DIGIT.sub("", text))
+    if digits >= 13:
+        text = _CARD.sub(_card, text)
+    return _PHONE.sub(REDACTED, text) if digits >= 7 else text
 
 
 def _parameter(match: re.Match[str]) -> str:
