@@ -36,16 +36,14 @@ from src.api.errors import (
     validation_error_handler,
 )
 from src.api.events.router import router as events_router
-from src.api.ingest.access import IngestAccess
+from src.api.ingest.access import create_access
 from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
-from src.api.privacy.salts import DailySalts
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.sites.cors import SiteCORS
 from src.api.sites.router import router as sites_router
-from src.api.sites.service import PixelManagementClient, SiteAuthorizer, SiteRegistry
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 
@@ -63,15 +61,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.timescale = timescale
     # Sites and keys (docs/sites.md): with nothing configured, all of it stays out of the way.
-    registry = SiteRegistry(engine, settings.site_cache_seconds)
-    remote = PixelManagementClient(engine, settings) if settings.site_authorization == "remote" else None
-    authorizer = SiteAuthorizer(settings, registry, remote)
-    app.state.site_registry = registry
+    access = create_access(engine, settings)
+    authorizer = access.authorizer
+    remote = authorizer.remote
+    app.state.site_registry = authorizer.registry
     app.state.site_authorizer = authorizer
     app.state.keys = KeyService(engine, settings)
     storage = redis_storage(settings.redis_url) if settings.redis_url else PostgresStorage(engine)
     app.state.rate_limiter = KeyRateLimiter(storage)
-    app.state.ingest = IngestService(writer, settings, IngestAccess(authorizer, DailySalts(engine)))
+    app.state.ingest = IngestService(writer, settings, access)
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
     tune_garbage_collector()
     jobs: list[asyncio.Task[None]] = []

@@ -4,14 +4,18 @@ stored rows' every column, not by reading the one column the code writes."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from src.api.imports.reader import EventFile
+from src.api.imports.service import ImportOptions, import_records
 from src.api.privacy.redaction import REDACTED, redact_url, redact_value
 from src.api.privacy.salts import DailySalts
 from src.api.privacy.service import apply_privacy, visitor_hash
@@ -180,3 +184,29 @@ async def test_salts_rotate_daily_and_keep_only_today_and_yesterday(engine: Asyn
         days = sorted(r[0] for r in await conn.execute(text("SELECT day FROM privacy_salt")))
     assert days == [(day + timedelta(days=1)).date(), (day + timedelta(days=2)).date()]
     assert later.salt_for(day + timedelta(days=2), day + timedelta(days=2)) != first.salt_for(day, day)
+
+
+async def test_imports_apply_site_authorization_and_privacy(engine: AsyncEngine, tmp_path: Path) -> None:
+    site, stranger = _name("imported"), _name("not-registered")
+    lines = [
+        {
+            "site_id": site,
+            "time": "2026-11-20T10:00:00Z",
+            "url": f"https://{site}/?email={EMAIL}",
+            "ip_address": IP,
+            "user_agent": AGENT,
+        },
+        {"site_id": stranger, "time": "2026-11-20T10:00:01Z", "page": "/", "ip_address": IP},
+    ]
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    async with service(site_authorization="registry") as (app, http):
+        await add_site(http, site, "acme", privacy_level="strict")
+        with EventFile(path, None) as events:
+            report = await import_records(events.records(), app.state.ingest, ImportOptions())
+    assert (report.counts.accepted, report.counts.rejected) == (1, 1)
+    assert report.first_rejects[0].line == 2 and "not registered" in report.first_rejects[0].errors[0].message
+    (row,) = await stored_rows(engine, site)
+    assert row["client_id"] == "acme" and row["ip_address"] is None and len(row["visitor_id"]) == 32
+    assert EMAIL not in str(row) and IP not in str(row)
+    assert await stored_rows(engine, stranger) == []

@@ -18,6 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from src.api.config import Settings
 from src.api.errors import Forbidden, ServiceUnavailable
 from src.api.ingest.rows import RequestContext
 from src.api.ingest.writer import EventRow
@@ -25,7 +28,14 @@ from src.api.privacy.salts import DailySalts
 from src.api.privacy.service import apply_privacy_to_row
 from src.api.sites.audit import record_decision
 from src.api.sites.hostnames import origin_hostname
-from src.api.sites.service import Decision, SiteAuthorizer, SiteGrant, SiteRefusal
+from src.api.sites.service import (
+    Decision,
+    PixelManagementClient,
+    SiteAuthorizer,
+    SiteGrant,
+    SiteRefusal,
+    SiteRegistry,
+)
 
 _SITE, _TIME, _CLIENT = 2, 1, 22
 # Seconds a client is asked to wait when the site service cannot be reached.
@@ -157,3 +167,11 @@ class IngestAccess:
             salts=self.salts if hashing else None,
             enforcing=self.authorizer.enforcing,
         )
+
+
+def create_access(engine: AsyncEngine, settings: Settings) -> IngestAccess:
+    """The access step as every process that ingests builds it (the app, `src.cli import`).
+    Close `access.authorizer.remote` (when not None) at the end."""
+    registry = SiteRegistry(engine, settings.site_cache_seconds)
+    remote = PixelManagementClient(engine, settings) if settings.site_authorization == "remote" else None
+    return IngestAccess(SiteAuthorizer(settings, registry, remote), DailySalts(engine))
