@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import ORJSONResponse
 
 from src.api.auth.dependencies import Access, StatsReadDep
@@ -98,6 +98,7 @@ def _window(question: Question) -> dict[str, str]:
 @router.get("/timeseries")
 async def timeseries(
     request: Request,
+    response: Response,
     session: SessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
@@ -118,13 +119,15 @@ async def timeseries(
     # Thousands of rows: encoded by orjson straight away (buckets are zoned datetimes, written
     # in ISO 8601 with their offset), not walked by FastAPI's encoder first.
     return ORJSONResponse(
-        {"interval": bucket.sql, **_window(question), "source": result.source, "rows": result.rows}
+        {"interval": bucket.sql, **_window(question), "source": result.source, "rows": result.rows},
+        headers=dict(response.headers),  # what dependencies set (a key's X-RateLimit-*)
     )
 
 
 @router.get("/breakdown")
 async def breakdown(
     request: Request,
+    response: Response,
     session: SessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
@@ -144,7 +147,10 @@ async def breakdown(
     result = await answer(session, timescale, question)
     first = chosen[0]
     rows = sorted(result.rows, key=lambda r: (-(r[first] or 0), str(r[name])))[:limit]
-    return ORJSONResponse({"dimension": name, **_window(question), "source": result.source, "rows": rows})
+    return ORJSONResponse(
+        {"dimension": name, **_window(question), "source": result.source, "rows": rows},
+        headers=dict(response.headers),  # what dependencies set (a key's X-RateLimit-*)
+    )
 
 
 @router.get("/summary")
