@@ -5,6 +5,7 @@ stored rows' every column, not by reading the one column the code writes."""
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,7 +83,10 @@ async def _post_everywhere(http: httpx.AsyncClient, site: str) -> int:
     return count
 
 
-async def test_hashed_stores_no_ip_and_counts_visitors_within_the_day(engine: AsyncEngine) -> None:
+async def test_hashed_stores_no_ip_and_counts_visitors_within_the_day(
+    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     site, other = _name("hashed"), _name("hashed-too")
     async with service(site_authorization="registry") as (app, _):
         transport = httpx.ASGITransport(app=app, client=("10.0.0.2", 40000))
@@ -111,6 +115,12 @@ async def test_hashed_stores_no_ip_and_counts_visitors_within_the_day(engine: As
             )  # the forwarded browser, and the trusted sender's agentless event
             # privacy does not touch what it must not: hashed keeps URLs as sent
             assert any(TOKEN in (r["url"] or "") for r in rows)
+            # a refused event of the same visitor is logged by site and reason, not by address
+            refused = await http.post(
+                "/api/events/", json={"site_id": "unknown.example", "page": "/"}, headers=HEADERS
+            )
+            assert refused.status_code == 403
+    assert "unknown.example" in caplog.text and IP not in caplog.text
 
 
 async def test_strict_redacts_before_storage_on_every_route(engine: AsyncEngine) -> None:
