@@ -195,7 +195,7 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     after, relations_after = await contents(scratch.engine), await relations(scratch.engine)
     assert {name: after[name] for name in before} == before
     # What later revisions add is new: 0002 the late changes' table (Apache), empty; 0003 the
-    # activity masks, filled from the events already there, and their changes, empty; 0005 the
+    # activity masks, filled from the events already there, and their changes, empty; 0006 the
     # sites and keys tables, empty.
     added = set(after) - set(before)
     late = {"public.rollup_late"} if edition == "apache" else set()

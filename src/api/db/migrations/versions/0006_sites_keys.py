@@ -1,8 +1,8 @@
 """Sites, API keys, privacy salts and rate-limit counters.
 
-Revision 0005, after 0004. Five small tables (docs/sites.md): `site`, `site_attribution`,
-`api_key`, `privacy_salt`, `rate_limit_counter`. Nothing is filled: with no site and no key
-the service behaves as before."""
+Revision 0006, after 0005 (written as 0005; main's 0005 landed first). Five small tables
+(docs/sites.md): `site`, `site_attribution`, `api_key`, `privacy_salt`, `rate_limit_counter`.
+Nothing is filled: with no site and no key the service behaves as before."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from src.api.db import schema
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
