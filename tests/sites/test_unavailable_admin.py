@@ -39,15 +39,24 @@ async def test_admin_routes_are_503_when_the_database_refuses() -> None:
         ("DELETE", f"/api/keys/{uuid.UUID(int=1)}", None),
     ]
     try:
-        async with service() as (app, http):
+        async with service(site_authorization="registry") as (app, http):
             real = app.state.engine
             app.state.engine = unreachable
+            registry = app.state.site_registry
+            registry.engine = unreachable  # CORS reads the registry before any route
             try:
                 for method, path, body in routes:
                     answer = await http.request(method, path, json=body, headers=ADMIN)
                     assert answer.status_code == 503, (method, path, answer.text)
                     assert int(answer.headers["retry-after"]) > 0 and "127.0.0.1" not in answer.text
+                browser = await http.options(
+                    "/collect",
+                    headers={"origin": "https://shop.example.com", "access-control-request-method": "POST"},
+                )
+                assert browser.status_code == 503 and int(browser.headers["retry-after"]) > 0
+                assert "127.0.0.1" not in browser.text
             finally:
                 app.state.engine = real
+                registry.engine = real
     finally:
         await unreachable.dispose()

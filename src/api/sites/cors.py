@@ -11,6 +11,7 @@ import orjson
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from src.api.errors import DATABASE_RETRY_AFTER, is_unavailable
 from src.api.sites.audit import record_decision
 from src.api.sites.hostnames import origin_hostname
 from src.api.sites.service import SiteAuthorizer
@@ -47,7 +48,13 @@ class SiteCORS:
         if origin is None:
             await self.app(scope, receive, send)
             return
-        allowed = await self._allowed(scope, origin)
+        try:
+            allowed = await self._allowed(scope, origin)
+        except Exception as exc:  # the registry could not be loaded: the database is away
+            if not is_unavailable(exc):
+                raise
+            await self._unavailable(send)
+            return
         if scope["method"] == "OPTIONS" and requested is not None:
             record_decision("(cors)", origin, allowed, "preflight" if allowed else "origin")
             await self._preflight(send, origin, allowed)
@@ -63,6 +70,17 @@ class SiteCORS:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+    async def _unavailable(self, send: Send) -> None:
+        message = "the database is unavailable; retry shortly"
+        body = orjson.dumps({"error": message, "detail": message})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(DATABASE_RETRY_AFTER).encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _preflight(self, send: Send, origin: str, allowed: bool) -> None:
         if allowed:
