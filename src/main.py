@@ -36,6 +36,9 @@ from src.api.events.router import router as events_router
 from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
+from src.api.metrics import instruments as metrics
+from src.api.metrics.requests import RequestMetrics
+from src.api.metrics.router import router as metrics_router
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.stats.router import router as stats_router
@@ -49,6 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings)
     engine = create_engine(settings)
+    metrics.watch_pool(engine)
     timescale = await setup_database(engine, settings)
     writer = create_writer(engine, settings, timescale)
     writer.start()
@@ -121,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_read_timeout
     )
     application.add_middleware(StripTrailingSlash)
+    application.add_middleware(RequestMetrics)  # outermost: every answer is counted and logged
     application.include_router(system_router)
     application.include_router(events_router)
     application.include_router(stats_router)
@@ -128,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(queued_router)
     application.include_router(interview_router)
     application.include_router(compat_stats_router)
+    application.include_router(metrics_router)
     return application
 
 
