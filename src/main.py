@@ -22,6 +22,8 @@ from src.api.compat.interview import router as interview_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
 from src.api.config import Settings, SettingsError, configure_logging, get_settings
+from src.api.dashboard.router import mount_static
+from src.api.dashboard.router import router as dashboard_router
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
 from src.api.errors import (
@@ -43,6 +45,7 @@ from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, rende
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
+from src.api.tracker.router import router as tracker_router
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(interview_router)
     application.include_router(compat_stats_router)
     application.include_router(metrics_router)
+    application.include_router(tracker_router)
+    application.include_router(dashboard_router)
+    mount_static(application)
     return application
 
 
