@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 NAMESPACE = "analytics"
 # No `*_created` series beside every counter: they double the scrape for nothing we alert on.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter(
     "http_requests", "HTTP requests answered, by route template, method and status",
