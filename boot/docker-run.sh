@@ -38,8 +38,8 @@ fi
 # --config python:src.server: its hooks share one PROMETHEUS_MULTIPROC_DIR between the workers
 # so that /metrics counts for the whole server.
 exec "${GUNICORN:-gunicorn}" src.main:app \
-  --config python:src.server \
   --worker-class src.server.Worker \
+  --config python:src.server \
   --workers "$WEB_CONCURRENCY" \
   --bind "${HOST:-0.0.0.0}:${PORT:-8000}" \
   --graceful-timeout "${GRACEFUL_TIMEOUT:-30}" \

@@ -6,21 +6,28 @@ LOG_FORMAT=json, never a key or an address."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.server import running_server
-from src.api.config import JsonLogFormatter, SettingsError, load_settings
+from src.api.config import JsonLogFormatter, SettingsError, get_settings, load_settings
+from src.api.errors import ServiceUnavailable
+from src.api.metrics import instruments as metrics
 from src.api.metrics.requests import route_of
+from src.api.rollups.job import rollup_lag
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -210,3 +217,52 @@ def test_metrics_under_gunicorn_count_every_worker(gunicorn_server: tuple[str, P
     settings = load_settings()
     # Live gauges are summed over the live workers: two pools.
     assert value(final, "analytics_db_pool_connections_max") == 2 * (settings.db_pool_size + settings.db_max_overflow)
+
+
+@pytest.mark.anyio
+async def test_ingest_503s_are_counted(client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full() -> None:
+        raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
+
+    before = parse((await client.get("/metrics")).text)
+    monkeypatch.setattr(app.state.ingest, "check_open", full)
+    response = await client.post("/collect", json={"eventType": "pageview", "path": "/full"})
+    assert response.status_code == 503
+    after = parse((await client.get("/metrics")).text)
+    name = "analytics_ingest_unavailable_total"
+    assert value(after, name, route="/collect") - value(before, name, route="/collect") == 1
+
+
+@pytest.mark.anyio
+async def test_job_runs_failures_and_lag() -> None:
+    def count(name: str, job: str) -> float:
+        return value(parse(generate_latest(REGISTRY).decode()), name, job=job)
+
+    runs, failures = count("analytics_job_runs_total", "test-job"), count("analytics_job_failures_total", "test-job")
+    with metrics.job_run("test-job"):
+        pass
+    with pytest.raises(RuntimeError), metrics.job_run("test-job"):
+        raise RuntimeError("the database went away")
+    assert count("analytics_job_runs_total", "test-job") - runs == 2
+    assert count("analytics_job_failures_total", "test-job") - failures == 1
+    assert count("analytics_job_last_success_timestamp_seconds", "test-job") > 0
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    marks = {"hour": now - timedelta(hours=2), "day": now - timedelta(days=1, hours=12), "none": None}
+    assert rollup_lag(marks, now) == 36 * 3600
+    assert rollup_lag({"hour": None}, now) == 0
+    metrics.set_job_lag("test-job", 12.5)
+    assert count("analytics_job_lag_seconds", "test-job") == 12.5
+
+
+@pytest.mark.anyio
+async def test_key_refusals_are_counted(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed = dataclasses.replace(get_settings(), api_keys=("metrics-key",))
+    monkeypatch.setattr("src.api.auth.dependencies.get_settings", lambda: keyed)
+    before = parse((await client.get("/metrics")).text)
+    await client.get("/api/stats/summary")
+    await client.get("/api/stats/summary", headers={"X-API-Key": "nope"})
+    await client.get("/api/stats/summary", headers={"X-API-Key": "metrics-key"})
+    after = parse((await client.get("/metrics")).text)
+    name = "analytics_authorization_refusals_total"
+    for reason in ("missing_key", "invalid_key"):
+        assert value(after, name, reason=reason) - value(before, name, reason=reason) == 1

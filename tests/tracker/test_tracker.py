@@ -160,3 +160,18 @@ def test_tracker_stays_quiet_when_told(server: str, tmp_path: Path) -> None:
     assert len(stored(quiet["control"], 2)) == 2  # its page view and the queued early event
     for name in ("localhost", "automation", "opted-out"):
         assert stored(quiet[name], 1, within=0.5) == [], name
+
+
+def test_data_api_overrides_the_endpoint(server: str, tmp_path: Path) -> None:
+    """The script served from the site's own origin, the events sent where data-api says (the
+    default, that origin's /collect, would be refused by the static server)."""
+    site = f"tracker-api-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "script.js").write_bytes(SCRIPT)
+    html = page_html(server, site, f'data-api="{server}/collect" data-track-localhost data-track-automation')
+    (tmp_path / "own.html").write_text(html.replace(f'src="{server}/js/script.js"', 'src="/script.js"'))
+    with static_site(tmp_path) as origin, chromium() as browser:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{origin}/own.html")
+        page.wait_for_function("typeof window.analytics === 'function' && !window.analytics.q")
+    rows = stored(site, 2)
+    assert sorted(r["event_type"] for r in rows) == ["early_signup", "pageview"]
