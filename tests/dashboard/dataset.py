@@ -60,3 +60,15 @@ def known_events(site: str, first_day: datetime, days: int, visitors: int = 300,
 def utc_midnight(days_ago: int) -> datetime:
     now = datetime.now(UTC)
     return datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=days_ago)
+
+
+if __name__ == "__main__":  # python -m tests.dashboard.dataset http://127.0.0.1:8002 [site]: 30 days of it
+    import sys
+
+    import httpx
+
+    base, site = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "example.com")
+    events = known_events(site, utc_midnight(29), 30)
+    for start in range(0, len(events), 2000):
+        httpx.post(f"{base}/api/events/batch", json={"events": events[start : start + 2000]}, timeout=60)
+    print(f"{len(events)} events for {site}: {base}/dashboard/{site}")
