@@ -10,6 +10,7 @@ import re
 import time
 from functools import lru_cache
 
+from prometheus_client import Counter, Histogram
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,8 +55,8 @@ class RequestMetrics:
     def _record(self, scope: Scope, status: int, events: instruments.RequestEvents, seconds: float) -> None:
         method: str = scope["method"]
         route = route_of(scope["app"], method, _path(scope))
-        instruments.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        instruments.HTTP_DURATION.labels(route, method).observe(seconds)
+        _requests(route, method, status).inc()
+        _durations(route, method).observe(seconds)
         if route in INGEST_ROUTES and method == "POST":
             if status in (400, 422) and route in SINGLE_EVENT_ROUTES and not events.total:
                 events.rejected = 1
@@ -77,6 +78,17 @@ class RequestMetrics:
             }
             # LOG_FORMAT=json writes `fields` as the line's keys (src/api/config.py's formatter).
             log.info(" ".join(f"{k}={v}" for k, v in fields.items()), extra={"fields": fields})
+
+
+# Labelled children, looked up once: `.labels()` validates and locks on every call.
+@lru_cache(maxsize=4096)
+def _requests(route: str, method: str, status: int) -> Counter:
+    return instruments.HTTP_REQUESTS.labels(route, method, str(status))
+
+
+@lru_cache(maxsize=4096)
+def _durations(route: str, method: str) -> Histogram:
+    return instruments.HTTP_DURATION.labels(route, method)
 
 
 def _path(scope: Scope) -> str:
