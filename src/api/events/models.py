@@ -63,6 +63,8 @@ class Event(SQLModel, table=True):
     updated_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
+    # The client company the event's site belongs to (null while sites are not authorized).
+    client_id: str | None = Field(default=None, sa_column=Column(String(128)))
 
 
 # Columns the ingest writer copies, in order (received_at/updated_at are set by the writer too).
@@ -89,6 +91,7 @@ EVENT_COPY_COLUMNS: tuple[str, ...] = (
     "properties",
     "received_at",
     "updated_at",
+    "client_id",
 )
 # PostgreSQL types of EVENT_COPY_COLUMNS, for binary COPY.
 EVENT_COPY_TYPES: tuple[str, ...] = (
@@ -114,4 +117,5 @@ EVENT_COPY_TYPES: tuple[str, ...] = (
     "jsonb",
     "timestamptz",
     "timestamptz",
+    "varchar",
 )

@@ -246,6 +246,7 @@ class EventPublic(BaseModel):
     properties: dict[str, Any] | None
     received_at: datetime
     updated_at: datetime
+    client_id: str | None = None
 
 
 class BatchRejected(BaseModel):

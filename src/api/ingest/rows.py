@@ -68,6 +68,7 @@ def build_row(event: EventCreate, context: RequestContext) -> EventRow:
         Jsonb(properties) if properties is not None else None,
         context.received_at,
         context.received_at,
+        None,  # client_id
     )
 
 
@@ -222,4 +223,5 @@ def fast_row(
         Jsonb(properties) if properties is not None else None,
         context.received_at,
         context.received_at,
+        None,  # client_id
     )
