@@ -56,6 +56,16 @@ async def test_pages_and_files_come_from_the_app(client: httpx.AsyncClient) -> N
 
 
 @pytest.mark.anyio
+async def test_a_site_id_cannot_inject_markup(client: httpx.AsyncClient) -> None:
+    hostile = "<img src=x onerror=alert(1)>'\""
+    response = await client.get(f"/dashboard/{quote(hostile, safe='')}")
+    assert response.status_code == 200
+    assert "<img" not in response.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in response.text  # the title, escaped
+    assert "\\u003cimg" in response.text  # the script's configuration, JSON-escaped
+
+
+@pytest.mark.anyio
 async def test_stats_need_a_key_when_keys_are_set(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
