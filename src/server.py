@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from uvicorn import config as uvicorn_config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.workers import UvicornWorker
 
-from src.api.config import get_settings
+from src.api.config import SettingsError, get_settings
 
 _TIMEOUT_BODY = b'{"error":"request headers timed out","detail":"request headers timed out"}'
 _TIMEOUT_RESPONSE = (
@@ -98,7 +99,15 @@ _created_metrics_dir: str | None = None
 def on_starting(server: Any) -> None:
     """In gunicorn's master, before any worker exists (and so before any imports the metrics)."""
     global _created_metrics_dir
-    directory = get_settings().prometheus_multiproc_dir
+    try:
+        directory = get_settings().prometheus_multiproc_dir
+    except SettingsError as exc:  # one line naming the variable, as the app itself stops
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(2) from None
+    if "prometheus_client" in sys.modules:
+        # --preload imported the app (and the client) before this hook: every worker would
+        # count alone and /metrics would show one worker's share.
+        sys.stderr.write("warning: metrics are per worker with --preload; start gunicorn without it\n")
     if directory is None:
         directory = _created_metrics_dir = tempfile.mkdtemp(prefix="analytics-metrics-")
     for stale in Path(directory).glob("*.db"):  # a previous server's values are not ours

@@ -10,6 +10,8 @@ import dataclasses
 import json
 import logging
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.server import running_server
+from benchmarks.server import ROOT, running_server
 from src.api.config import JsonLogFormatter, SettingsError, get_settings, load_settings
 from src.api.errors import ServiceUnavailable
 from src.api.metrics import instruments as metrics
@@ -266,3 +268,12 @@ async def test_key_refusals_are_counted(client: httpx.AsyncClient, monkeypatch: 
     name = "analytics_authorization_refusals_total"
     for reason in ("missing_key", "invalid_key"):
         assert value(after, name, reason=reason) - value(before, name, reason=reason) == 1
+
+
+def test_gunicorn_stops_on_a_bad_metrics_directory(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    command = [gunicorn, "src.main:app", "-k", "src.server.Worker", "--config", "python:src.server", "-b", "127.0.0.1:0"]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid setting PROMETHEUS_MULTIPROC_DIR: must be an existing directory" in done.stderr
