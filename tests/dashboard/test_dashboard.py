@@ -232,3 +232,41 @@ def test_dashboard_asks_for_a_key() -> None:
         page.reload()  # the key is kept in this browser
         loaded(page)
         assert page.is_hidden("#key-form")
+
+
+def test_ranges_and_intervals_from_the_controls(live: Live) -> None:
+    """Each range of the picker asks for the days it names (in the page's zone), the interval
+    picker changes the graph's buckets, and both land in the URL."""
+    today = utc_midnight(0).date()
+    month_start = today.replace(day=1)
+    expected = {
+        "today": (today, today),
+        "7d": (today - timedelta(days=6), today),
+        "30d": (today - timedelta(days=29), today),
+        "month": (month_start, (month_start + timedelta(days=32)).replace(day=1) - timedelta(days=1)),
+    }
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})  # type: ignore[attr-defined]
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{live.base}/dashboard/{quote(live.site)}?tz=UTC")
+        loaded(page)
+        for period, (first, last) in expected.items():
+            page.select_option("#period", period)
+            page.wait_for_function(f"location.search.includes('period={period}')")
+            loaded(page)
+            summary = stats(live, "summary", first=first.isoformat(), last=last.isoformat())
+            assert shown_stat(page, "visitors") == summary["visitors"], period
+            assert shown_stat(page, "pageviews") == summary["pageviews"], period
+            points = int(page.get_attribute("#chart", "data-points"))
+            assert points == (24 if period == "today" else (last - first).days + 1), period
+        page.select_option("#period", "30d")
+        loaded(page)
+        page.select_option("#interval", "week")
+        page.wait_for_function("location.search.includes('interval=week')")
+        loaded(page)
+        weeks = stats(live, "timeseries", first=expected["30d"][0].isoformat(), last=today.isoformat(),
+                      interval="1 week", metrics="visitors,pageviews", fill="true")
+        assert page.get_attribute("#chart", "data-points") == str(len(weeks["rows"]))
+        assert page.get_attribute("#chart", "data-visitors") == str(sum(r["visitors"] for r in weeks["rows"]))
+        assert errors == []
