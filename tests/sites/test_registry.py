@@ -61,6 +61,9 @@ async def test_sites_admin_api(engine: AsyncEngine) -> None:
         )
         assert patched.status_code == 200 and patched.json()["privacy_level"] == "strict"
         assert (await http.get(f"/api/sites/{site}", headers=ADMIN)).json()["timezone"] == "Europe/Berlin"
+        # the site's zone is its dashboard's default; an unregistered site's is UTC
+        assert '"default_tz": "Europe/Berlin"' in (await http.get(f"/dashboard/{site}")).text
+        assert '"default_tz": "UTC"' in (await http.get("/dashboard/elsewhere.example")).text
         assert (await http.get("/api/sites/nope.example", headers=ADMIN)).status_code == 404
         deleted = await http.delete(f"/api/sites/{site}", headers=ADMIN)
         assert deleted.status_code == 200 and deleted.json()["disabled_at"] is not None

@@ -20,6 +20,7 @@ from src.api.auth.service import KeyService, environment_keys
 from src.api.config import get_settings
 from src.api.errors import Forbidden, TooManyRequests, Unauthorized
 from src.api.ingest.rows import RequestContext
+from src.api.metrics import instruments as metrics
 
 _UNAUTHORIZED = "missing or invalid API key: send X-API-Key or Authorization: Bearer"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="event-analytics", ApiKey'}
@@ -48,6 +49,7 @@ class Access:
 
     def check_site(self, site_id: str) -> None:
         if self.principal is not None and not self.principal.may_touch(site_id):
+            metrics.authorization_refused("key_site")
             raise Forbidden(
                 f"this API key may not access site {site_id!r}", detail={"site_id": site_id, "reason": "key"}
             )
@@ -72,6 +74,7 @@ async def _authorize(request: Request, response: Response, scope: Scope, *, alwa
     presented = presented_key(request)
     principal = await keys.authenticate(presented, environment) if presented else None
     if principal is None:
+        metrics.authorization_refused("missing_key" if presented is None else "invalid_key")
         if not required:
             raise Unauthorized(
                 "no admin key exists yet: set ADMIN_API_KEY,"
@@ -80,11 +83,13 @@ async def _authorize(request: Request, response: Response, scope: Scope, *, alwa
             )
         raise Unauthorized(_UNAUTHORIZED, headers=_CHALLENGE)
     if not principal.has_scope(scope):
+        metrics.authorization_refused("scope")
         raise Forbidden(f"this API key lacks the {scope!r} scope", detail={"scope": scope, "reason": "scope"})
     if principal.hourly_limit > 0 and principal.key_id is not None:
         limiter: KeyRateLimiter = request.app.state.rate_limiter
         usage = await limiter.hit(str(principal.key_id), principal.hourly_limit)
         if not usage.allowed:
+            metrics.authorization_refused("rate_limit")
             raise TooManyRequests(
                 f"this API key is over its limit of {usage.limit} requests per hour", headers=usage.headers()
             )

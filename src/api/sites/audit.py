@@ -13,6 +13,8 @@ import threading
 import time
 from collections import Counter
 
+from src.api.metrics import instruments as metrics
+
 log = logging.getLogger(__name__)
 
 MAX_SERIES = 10_000
@@ -34,6 +36,8 @@ def record_decision(site_id: str, origin: str | None, allowed: bool, reason: str
         _counts[series] += count
         if allowed:
             return
+        # /metrics: one refusal per request and (site, reason), like the key refusals it counts
+        metrics.authorization_refused(f"site_{reason}")
         now = time.monotonic()
         key = (site_id, reason)
         logged_at, folded = _last_logged.get(key, (float("-inf"), 0))

@@ -25,6 +25,8 @@ from src.api.stats.question import (
 )
 from src.api.stats.service import answer, iso, site_filter
 
+# Each route needs a stats:read key for what it reads once any key exists (StatsReadDep, in
+# base_question or the route), like /stats/* (the dashboard asks for a key then).
 router = APIRouter(prefix="/api/stats", tags=["stats"])
 
 _COMMON = ("site_id", "client_id", "from", "to", "tz", "source", *FILTERS)
