@@ -27,14 +27,36 @@ ensure_local_db() {  # ensure_local_db database-name: exports DATABASE_URL for t
   export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$(bash "$root/boot/local-db.sh" port)/$1"
 }
 
-ensure_brokers() {  # nats-server and redis-server, which tests/queue starts on ports of its own
+ensure_brokers() {  # nats-server, which tests/queue starts on ports of its own (redis-server: below)
   local need=()
   command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
-  command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
   [ "${#need[@]}" -eq 0 ] && return 0
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   echo "[setup] installing ${need[*]} (Debian packages) for the queue tests" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+ensure_chromium() {  # the browser tests (tests/dashboard, tests/tracker) drive Debian's chromium
+  local browser="${CHROMIUM:-/usr/bin/chromium}"
+  [ -x "$browser" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (Debian's package) for the browser tests" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "[setup] no $browser: install Debian's chromium (apt-get install chromium) for the browser tests" >&2
+  fi
+}
+
+ensure_redis_server() {  # the rate-limit tests start their own redis-server on a free port
+  command -v redis-server >/dev/null 2>&1 && return 0
+  echo "[setup] installing redis-server (the tests start their own)" >&2
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # Debian starts the packaged service; the tests need only the binary.
+  if command -v systemctl >/dev/null 2>&1; then $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 }

@@ -17,11 +17,16 @@ from fastapi.responses import ORJSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from src.api.auth.ratelimit import KeyRateLimiter, PostgresStorage, redis_storage
+from src.api.auth.router import router as keys_router
+from src.api.auth.service import KeyService
 from src.api.compat.collect import router as collect_router
 from src.api.compat.interview import router as interview_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
 from src.api.config import Settings, SettingsError, configure_logging, get_settings
+from src.api.dashboard.router import mount_static
+from src.api.dashboard.router import router as dashboard_router
 from src.api.db.engine import create_engine, create_stats_engine
 from src.api.db.timescale import setup_database
 from src.api.errors import (
@@ -33,25 +38,33 @@ from src.api.errors import (
     validation_error_handler,
 )
 from src.api.events.router import router as events_router
+from src.api.ingest.access import create_access
 from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
+from src.api.metrics import instruments as metrics
+from src.api.metrics.requests import RequestMetrics
+from src.api.metrics.router import router as metrics_router
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
 from src.api.queue.broker import create_broker
 from src.api.queue.publisher import QueuePublisher
 from src.api.queue.router import router as queue_router
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
+from src.api.sites.cors import SiteCORS
+from src.api.sites.router import router as sites_router
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
+from src.api.tracker.router import router as tracker_router
 
 log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    settings: Settings = getattr(app.state, "settings", None) or get_settings()
     configure_logging(settings)
     engine = create_engine(settings)
+    metrics.watch_pool(engine)
     timescale = await setup_database(engine, settings)
     writer = create_writer(engine, settings, timescale)
     writer.start()
@@ -62,8 +75,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.stats_engine = create_stats_engine(settings, engine)
     app.state.timescale = timescale
+    # Sites and keys (docs/sites.md): with nothing configured, all of it stays out of the way.
+    access = create_access(engine, settings)
+    authorizer = access.authorizer
+    remote = authorizer.remote
+    app.state.site_registry = authorizer.registry
+    app.state.site_authorizer = authorizer
+    app.state.keys = KeyService(engine, settings)
+    storage = redis_storage(settings.redis_url) if settings.redis_url else PostgresStorage(engine)
+    app.state.rate_limiter = KeyRateLimiter(storage)
     app.state.broker = publisher.broker if publisher is not None else None
-    app.state.ingest = IngestService(writer, settings, publisher)
+    app.state.ingest = IngestService(writer, settings, access, publisher)
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
     tune_garbage_collector()
     jobs: list[asyncio.Task[None]] = []
@@ -84,6 +106,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
         await writer.stop()
+        if remote is not None:
+            await remote.close()
         if publisher is not None:
             await publisher.stop()
         if app.state.stats_engine is not engine:
@@ -123,17 +147,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for database_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, psycopg.Error):
         application.add_exception_handler(database_error, database_error_handler)
     application.add_exception_handler(Exception, unexpected_error_handler)
-    application.add_middleware(
-        CORSMiddleware,
-        allow_origins=list(settings.cors_origins),
-        allow_methods=["*"],
-        allow_headers=["*"],
-        allow_credentials=settings.cors_origins != ("*",),
-    )
+    application.state.settings = settings
+    if settings.site_authorization == "off":
+        application.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=settings.cors_origins != ("*",),
+        )
+    else:  # exactly the origins of authorized sites (and any CORS_ORIGINS listed)
+        application.add_middleware(SiteCORS, origins=settings.cors_origins)
     application.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_read_timeout
     )
     application.add_middleware(StripTrailingSlash)
+    application.add_middleware(RequestMetrics)  # outermost: every answer is counted and logged
     application.include_router(system_router)
     application.include_router(events_router)
     application.include_router(stats_router)
@@ -141,7 +170,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(queued_router)
     application.include_router(interview_router)
     application.include_router(compat_stats_router)
+    application.include_router(sites_router)
+    application.include_router(keys_router)
+    application.include_router(metrics_router)
+    application.include_router(tracker_router)
+    application.include_router(dashboard_router)
     application.include_router(queue_router)
+    mount_static(application)
     return application
 
 

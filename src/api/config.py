@@ -14,13 +14,16 @@ of the code uses as they are, so no request ever meets an unparsed setting.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal, TypeVar, cast
+from pathlib import Path
+from typing import Literal, TypedDict, TypeVar, cast
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +35,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Environment = Literal["development", "test", "staging", "production"]
+SiteAuthorization = Literal["off", "registry", "remote"]
+PrivacyLevel = Literal["standard", "hashed", "strict"]
+PRIVACY_LEVELS: tuple[PrivacyLevel, ...] = ("standard", "hashed", "strict")
 
 
 class SettingsError(ValueError):
@@ -179,7 +185,7 @@ class QueueSettings:
 
     mode: QueueMode = "none"
     nats_servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL, shared with the rate limits
     redis_allow_volatile: bool = False
     stream: str = "events"  # the JetStream stream's / Redis key's base name
     max_deliver: int = 5  # deliveries of a message the database refuses, then the DLQ
@@ -221,13 +227,6 @@ def _nats_servers(text: str) -> tuple[str, ...]:
     return servers
 
 
-def _redis_url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-        raise ValueError("must be a redis:// (rediss://, unix://) URL such as redis://127.0.0.1:6379/0")
-    return text.strip()
-
-
 def _secret_url(variable: str, default: str, parse: Callable[[str], T]) -> T:
     """Like _read, but the value (it may hold a password) is never echoed."""
     _, value = _raw((variable,), default)
@@ -244,12 +243,13 @@ def _stats_database_url() -> str | None:
     return _postgres_url(value.strip(), "STATS_DATABASE_URL")
 
 
-def load_queue_settings() -> QueueSettings:
+def load_queue_settings(redis_url: str | None) -> QueueSettings:
+    """`redis_url`: REDIS_URL, parsed with the other Redis user's settings (rate limits)."""
     retry_base = _read("QUEUE_RETRY_BASE", "1", _number(float, 0.01, 3600))
     return QueueSettings(
         mode=cast(QueueMode, _read("INGEST_QUEUE", "none", _choice("none", "nats", "redis"))),
         nats_servers=_secret_url("NATS_URL", "nats://127.0.0.1:4222", _nats_servers),
-        redis_url=_secret_url("REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url),
+        redis_url=redis_url or "redis://127.0.0.1:6379/0",
         redis_allow_volatile=_read("REDIS_ALLOW_VOLATILE", "false", _boolean),
         stream=_read("QUEUE_STREAM", "events", _stream_name),
         max_deliver=_read("QUEUE_MAX_DELIVER", "5", _number(int, 1, 1000)),
@@ -294,10 +294,21 @@ class Settings:
     api_keys: tuple[str, ...]
     trusted_proxies: TrustedProxies
     log_level: str
+    log_format: Literal["text", "json"]
+    prometheus_multiproc_dir: str | None  # set: metrics are shared by gunicorn's workers
     docs_enabled: bool
     stats_statement_timeout: float
-    stats_database_url: str | None  # None: stats read DATABASE_URL
-    queue: QueueSettings
+    # Sites and keys (docs/sites.md). The defaults keep the service open and keyless.
+    site_authorization: SiteAuthorization = "off"
+    pixel_management_url: str | None = None  # required by SITE_AUTHORIZATION=remote
+    pixel_management_timeout: float = 2.0
+    site_cache_seconds: float = 60.0
+    default_privacy_level: PrivacyLevel = "standard"
+    secret_key: str | None = None  # HMAC key of stored API keys; needed to create or use them
+    admin_api_key: str | None = None
+    redis_url: str | None = None  # rate-limit counters; the database keeps them otherwise
+    stats_database_url: str | None = None  # None: stats read DATABASE_URL
+    queue: QueueSettings = QueueSettings()  # INGEST_QUEUE=none
 
     def retention_start(self, now: datetime) -> datetime | None:
         """The oldest event time the retention keeps at `now` (None: all are kept). Ingest
@@ -411,8 +422,94 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _directory(text: str) -> str | None:
+    if not text.strip():
+        return None
+    path = Path(text.strip())
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError("must be an existing directory this process can write")
+    return str(path)
+
+
 def _keys(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _http_url(text: str) -> str | None:
+    value = text.strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL such as https://pixels.example.com")
+    return value
+
+
+def _secret(minimum: int) -> Callable[[str], str | None]:
+    def parse(text: str) -> str | None:
+        value = text.strip()
+        if not value:
+            return None
+        if len(value) < minimum:
+            # Never echo a secret: the caller's SettingsError shows no value for these.
+            raise ValueError(f"must be at least {minimum} characters")
+        return value
+
+    return parse
+
+
+def _redis_url(text: str) -> str | None:
+    value = text.strip()
+    if not value:
+        return None
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _read_secret(name: str, minimum: int) -> str | None:
+    _, value = _raw((name,), "")
+    try:
+        return _secret(minimum)(value)
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
+
+
+class _SiteSettings(TypedDict):
+    site_authorization: SiteAuthorization
+    pixel_management_url: str | None
+    pixel_management_timeout: float
+    site_cache_seconds: float
+    default_privacy_level: PrivacyLevel
+    secret_key: str | None
+    admin_api_key: str | None
+    redis_url: str | None
+
+
+def _site_settings() -> _SiteSettings:
+    mode = cast(SiteAuthorization, _read("SITE_AUTHORIZATION", "off", _choice("off", "registry", "remote")))
+    url = _read("PIXEL_MANAGEMENT_URL", "", _http_url)
+    if mode == "remote" and url is None:
+        raise SettingsError("PIXEL_MANAGEMENT_URL", "must be set when SITE_AUTHORIZATION is remote")
+    redis_url = _raw(("REDIS_URL",), "")[1]
+    try:
+        parsed_redis = _redis_url(redis_url)
+    except ValueError as exc:
+        raise SettingsError("REDIS_URL", str(exc)) from None  # the URL may hold a password
+    return _SiteSettings(
+        **{
+            "site_authorization": mode,
+            "pixel_management_url": url,
+            "pixel_management_timeout": _read("PIXEL_MANAGEMENT_TIMEOUT", "2", _number(float, 0.05, 60)),
+            "site_cache_seconds": _read("SITE_CACHE_SECONDS", "60", _number(float, 0, 86400)),
+            "default_privacy_level": cast(
+                PrivacyLevel, _read("DEFAULT_PRIVACY_LEVEL", "standard", _choice(*PRIVACY_LEVELS))
+            ),
+            "secret_key": _read_secret("SECRET_KEY", 32),
+            "admin_api_key": _read_secret("ADMIN_API_KEY", 16),
+            "redis_url": parsed_redis,
+        }
+    )
 
 
 def _database_url() -> str:
@@ -449,6 +546,7 @@ def load_settings() -> Settings:
         Environment,
         _read("ENVIRONMENT", "development", _choice("development", "test", "staging", "production")),
     )
+    site = _site_settings()
     return Settings(
         database_url=_database_url(),
         environment=environment,
@@ -480,10 +578,13 @@ def load_settings() -> Settings:
         api_keys=_read("API_KEYS", "", _keys),
         trusted_proxies=_read("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies),
         log_level=_read("LOG_LEVEL", "INFO", _log_level),
+        log_format=cast(Literal["text", "json"], _read("LOG_FORMAT", "text", _choice("text", "json"))),
+        prometheus_multiproc_dir=_read("PROMETHEUS_MULTIPROC_DIR", "", _directory),
         docs_enabled=_read("DOCS_ENABLED", "true", _boolean),
         stats_statement_timeout=_read("STATS_STATEMENT_TIMEOUT", "30", _number(float, 0, 86400)),
+        **site,
         stats_database_url=_stats_database_url(),
-        queue=load_queue_settings(),
+        queue=load_queue_settings(site["redis_url"]),
     )
 
 
@@ -493,5 +594,29 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and a record's `fields` (the
+    request log's method, route, status, duration_ms, events) as keys of their own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -33,6 +33,8 @@ class RequestContext:
     received_at: datetime
     trusted: bool = False  # the body's ip_address is believed (trusted proxy or ingest key)
     route: str = "api"  # the ingest route it came by (names the queue subject in queue mode)
+    origin: str | None = None  # a browser's Origin header: checked against the site's hostnames
+    key_sites: frozenset[str] | None = None  # the ingest key's sites (None: any, or no key)
 
 
 def time_bounds(now: datetime) -> tuple[datetime, datetime]:
