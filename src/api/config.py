@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -308,7 +308,7 @@ class Settings:
     admin_api_key: str | None = None
     redis_url: str | None = None  # rate-limit counters; the database keeps them otherwise
     stats_database_url: str | None = None  # None: stats read DATABASE_URL
-    queue: QueueSettings = QueueSettings()  # INGEST_QUEUE=none
+    queue: QueueSettings = field(default_factory=QueueSettings)  # INGEST_QUEUE=none
 
     def retention_start(self, now: datetime) -> datetime | None:
         """The oldest event time the retention keeps at `now` (None: all are kept). Ingest
