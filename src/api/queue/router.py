@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from src.api.auth.dependencies import ApiKeyDep
+from src.api.auth.dependencies import AdminDep
 from src.api.errors import NotFound, ServiceUnavailable
 from src.api.queue.broker import Broker, BrokerUnavailable
 from src.api.queue.schemas import DeadLetterList, QueueStatus, ReplayResult
@@ -42,8 +42,9 @@ async def read_status(broker: OptionalBrokerDep) -> QueueStatus:
 
 @router.get("/dlq", response_model=DeadLetterList)
 async def read_dead_letters(
-    broker: BrokerDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    broker: BrokerDep, _admin: AdminDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> DeadLetterList:
+    """The oldest dead letters, payloads included (events' data: an admin's, once keys exist)."""
     try:
         letters, total = await broker.dead_letters(limit)
     except BrokerUnavailable as exc:
@@ -53,7 +54,7 @@ async def read_dead_letters(
 
 @router.post("/dlq/replay", response_model=ReplayResult)
 async def replay_dead_letters(
-    broker: BrokerDep, _key: ApiKeyDep, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000
+    broker: BrokerDep, _admin: AdminDep, limit: Annotated[int, Query(ge=1, le=100_000)] = 1000
 ) -> ReplayResult:
     """Re-queue dead letters (oldest first) after the cause is fixed; they are delivered to
     the workers again like new messages."""
