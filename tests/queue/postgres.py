@@ -70,7 +70,7 @@ class Cluster:
 
     def remove(self) -> None:
         self.stop("immediate")
-        shutil.rmtree(self.data, ignore_errors=True)
+        shutil.rmtree(self.data.parent, ignore_errors=True)  # the folder _folder() made for it
 
     def execute(self, database: str, sql: str) -> list[tuple[object, ...]]:
         with psycopg.connect(plain_url(self.url(database)), autocommit=True) as conn:
