@@ -27,6 +27,7 @@ from sqlalchemy.schema import SchemaItem
 from sqlmodel import SQLModel
 
 import src.api.events.models
+import src.api.exports.models
 import src.api.rollups.models  # noqa: F401
 from src.api.config import Settings
 from src.api.rollups.catalogue import CATALOGUE
