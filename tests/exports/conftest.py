@@ -110,8 +110,9 @@ def s3_settings(server: S3Server, bucket: str, **changes: Any) -> ExportSettings
     base = get_settings().exports
     keys = {"access_key": "test-access-key", "secret_key": "test-secret-key-0123456789"}
     raw = ExportTarget(f"s3://{bucket}/raw-events", "s3", bucket, "raw-events", **keys)
-    processed = ExportTarget(f"s3://{bucket}-processed/processed-events", "s3", f"{bucket}-processed",
-                             "processed-events", **keys)
+    processed = ExportTarget(
+        f"s3://{bucket}-processed/processed-events", "s3", f"{bucket}-processed", "processed-events", **keys
+    )
     return dataclasses.replace(
         base, raw=raw, processed=processed, s3_endpoint_url=server.url, lag=0.0, interval=0.0, **changes
     )

@@ -102,7 +102,9 @@ class S3Destination:
     def put(self, key: str, source: Path, content_type: str) -> None:
         # upload_file sends large files in parts; a part that fails is retried, a failed upload
         # leaves no object (multipart uploads appear only when completed).
-        self.client.upload_file(str(source), self.bucket, self._key(key), ExtraArgs={"ContentType": content_type})
+        self.client.upload_file(
+            str(source), self.bucket, self._key(key), ExtraArgs={"ContentType": content_type}
+        )
 
     def fetch(self, key: str, target: Path) -> None:
         self.client.download_file(self.bucket, self._key(key), str(target))

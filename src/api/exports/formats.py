@@ -34,8 +34,21 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "duration": pa.int32(),
 }
 _NOT_NULL = frozenset(
-    ("id", "time", "site_id", "event_type", "page", "os", "browser", "device", "is_bot", "referrer_domain",
-     "duration", "received_at", "updated_at")
+    (
+        "id",
+        "time",
+        "site_id",
+        "event_type",
+        "page",
+        "os",
+        "browser",
+        "device",
+        "is_bot",
+        "referrer_domain",
+        "duration",
+        "received_at",
+        "updated_at",
+    )
 )
 PARQUET_SCHEMA = pa.schema(
     [pa.field(name, _ARROW_TYPES.get(name, pa.string()), nullable=name not in _NOT_NULL) for name in COLUMNS]
@@ -63,7 +76,9 @@ class JsonLinesWriter:
         raw: IO[bytes] = path.open("wb")
         # Level 6, gzip's own default: most of level 9's size at a fraction of its time.
         self._out: IO[bytes] = (
-            cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)) if gzipped else raw
+            cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0))
+            if gzipped
+            else raw
         )
         self._raw = raw
 
@@ -101,7 +116,9 @@ class ParquetFileWriter:
             elif name in _TIMES:
                 values = tuple(datetime.fromisoformat(v) if isinstance(v, str) else v for v in values)
             elif name == "properties":
-                values = tuple(v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values)
+                values = tuple(
+                    v if v is None or isinstance(v, str) else orjson.dumps(v).decode() for v in values
+                )
             arrays.append(pa.array(values, type=PARQUET_SCHEMA.field(name).type))
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=PARQUET_SCHEMA))
 

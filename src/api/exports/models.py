@@ -96,7 +96,9 @@ class ProcessedFile(SQLModel, table=True):
     __tablename__ = "processed_file"
     # Deleting a raw file's row deletes the rows of what was made of it.
     __table_args__ = (
-        ForeignKeyConstraint(["run_id", "part"], ["export_file.run_id", "export_file.part"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["run_id", "part"], ["export_file.run_id", "export_file.part"], ondelete="CASCADE"
+        ),
     )
 
     run_id: int = Field(sa_column=Column(BigInteger, primary_key=True))

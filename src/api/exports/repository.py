@@ -89,7 +89,9 @@ async def capture_horizon(conn: AsyncConnection) -> Horizon:
             )
         )
     ).scalar_one()
-    row = (await conn.execute(text("SELECT pg_current_snapshot()::text AS snapshot, clock_timestamp() AS now"))).one()
+    row = (
+        await conn.execute(text("SELECT pg_current_snapshot()::text AS snapshot, clock_timestamp() AS now"))
+    ).one()
     return Horizon(now=row.now, open_since=open_since, snapshot=row.snapshot)
 
 
@@ -117,7 +119,9 @@ async def get_run(conn: AsyncConnection, run_id: int) -> ExportRun | None:
 
 
 async def create_run(conn: AsyncConnection, run: ExportRun) -> ExportRun:
-    values = run.model_dump(exclude={"id", "created_at", "finished_at", "events", "files", "bytes", "attempts", "error"})
+    values = run.model_dump(
+        exclude={"id", "created_at", "finished_at", "events", "files", "bytes", "attempts", "error"}
+    )
     names = ", ".join(values)
     binds = ", ".join(f":{name}" for name in values)
     row = (
@@ -132,12 +136,16 @@ async def set_prefix(conn: AsyncConnection, run_id: int, prefix: str) -> None:
 
 async def begin_attempt(conn: AsyncConnection, run_id: int) -> None:
     await conn.execute(
-        text("UPDATE export_run SET attempts = attempts + 1, status = 'running', error = NULL WHERE id = :id"),
+        text(
+            "UPDATE export_run SET attempts = attempts + 1, status = 'running', error = NULL WHERE id = :id"
+        ),
         {"id": run_id},
     )
 
 
-async def stream_events(conn: AsyncConnection, run: ExportRun, rows_per_batch: int) -> AsyncIterator[Sequence[Row[Any]]]:
+async def stream_events(
+    conn: AsyncConnection, run: ExportRun, rows_per_batch: int
+) -> AsyncIterator[Sequence[Row[Any]]]:
     """The run's events in batches, through a server-side cursor (never the whole run at once)."""
     low = run.late_from if run.late_from is not None and run.late_from < run.range_start else run.range_start
     result = await conn.stream(
@@ -168,7 +176,8 @@ async def record_file(conn: AsyncConnection, run_id: int, part: int, key: str, r
 async def leftover_files(conn: AsyncConnection, run_id: int, parts: int) -> list[str]:
     """Keys an earlier attempt of the run began beyond its `parts` files; their rows go."""
     result = await conn.execute(
-        text("DELETE FROM export_file WHERE run_id = :r AND part > :p RETURNING key"), {"r": run_id, "p": parts}
+        text("DELETE FROM export_file WHERE run_id = :r AND part > :p RETURNING key"),
+        {"r": run_id, "p": parts},
     )
     return [row.key for row in result]
 
@@ -262,7 +271,10 @@ async def fail_processing(conn: AsyncConnection, raw: RawFile, error: str) -> No
 async def last_run(conn: AsyncConnection, kind: str | None = None) -> ExportRun | None:
     row = (
         await conn.execute(
-            text("SELECT * FROM export_run WHERE CAST(:k AS text) IS NULL OR kind = :k ORDER BY id DESC LIMIT 1"),
+            text(
+                "SELECT * FROM export_run WHERE CAST(:k AS text) IS NULL OR kind = :k"
+                " ORDER BY id DESC LIMIT 1"
+            ),
             {"k": kind},
         )
     ).first()
@@ -351,5 +363,10 @@ async def process_totals(conn: AsyncConnection) -> ProcessTotals:
     ).one()
     outputs = (await conn.execute(text("SELECT count(*) FROM processed_file"))).scalar_one()
     return ProcessTotals(
-        row.pending_files, int(row.pending_events), row.processed_files, outputs, row.last_processed_at, row.last_error
+        row.pending_files,
+        int(row.pending_events),
+        row.processed_files,
+        outputs,
+        row.last_processed_at,
+        row.last_error,
     )

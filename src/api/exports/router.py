@@ -54,8 +54,12 @@ def _done(result: RunResult) -> RunDone:
 async def run_export(
     exporter: ExporterDep,
     _: ApiKeyDep,
-    start: Annotated[datetime | None, Query(alias="from", description="backfill: received from (ISO 8601)")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="backfill: received before (ISO 8601)")] = None,
+    start: Annotated[
+        datetime | None, Query(alias="from", description="backfill: received from (ISO 8601)")
+    ] = None,
+    end: Annotated[
+        datetime | None, Query(alias="to", description="backfill: received before (ISO 8601)")
+    ] = None,
 ) -> ExportRunAnswer:
     """Export now. With `from` and `to`: re-export the events received in [from, to) into
     `backfill/<run id>/…`, leaving the watermark alone."""

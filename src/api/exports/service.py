@@ -36,7 +36,9 @@ _ERROR_CHARS = 500
 
 class ExportBusy(Conflict):
     def __init__(self) -> None:
-        super().__init__("an export or processing run is in progress; retry shortly", headers={"Retry-After": "5"})
+        super().__init__(
+            "an export or processing run is in progress; retry shortly", headers={"Retry-After": "5"}
+        )
 
 
 class ExportFailed(BadGateway):
@@ -162,7 +164,9 @@ class Exporter:
             # Late commits: transactions open at the previous snapshot, or begun after it, whose
             # events were received before the watermark (at most EXPORT_LATE_WINDOW before
             # their transaction began: the ingest queue's wait).
-            late_from = min(mark.exported_until, mark.open_since) - timedelta(seconds=self.settings.late_window)
+            late_from = min(mark.exported_until, mark.open_since) - timedelta(
+                seconds=self.settings.late_window
+            )
         stamp = stamp_of(until)
         run = ExportRun(
             kind="raw",
@@ -215,7 +219,9 @@ class Exporter:
                 await repository.fail_run(conn, run.id, error)
             if isinstance(exc, AppError):
                 raise
-            raise ExportFailed(f"export run {run.id} failed: {error}", detail={"run_id": run.id, "error": error}) from exc
+            raise ExportFailed(
+                f"export run {run.id} failed: {error}", detail={"run_id": run.id, "error": error}
+            ) from exc
 
     async def _write(self, run: ExportRun, *, retried: bool) -> RunResult:
         assert run.id is not None
@@ -276,7 +282,9 @@ class Exporter:
                 "events": events,
                 "files": files,
             }
-            await asyncio.to_thread(self._put_bytes, manifest_key, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+            await asyncio.to_thread(
+                self._put_bytes, manifest_key, orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+            )
         else:
             await asyncio.to_thread(self.raw.delete, manifest_key)  # an earlier attempt's
         async with self.engine.begin() as conn:

@@ -1,0 +1,87 @@
+"""Processing: each raw file split per client (`client_<id>/…`, `unassigned/…` while events have
+no client), every raw event in exactly one processed file, each raw file processed once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from src.api.exports.formats import read_rows
+from src.api.exports.status import process_status
+from tests.exports.conftest import (
+    S3Server,
+    ago,
+    destination_of,
+    event_row,
+    exported,
+    exporter,
+    folder_settings,
+    insert,
+    s3_settings,
+)
+
+pytestmark = pytest.mark.anyio
+CLIENTS = {"acme": 3, "evothesis_admin": 2, None: 4, "a/b": 1}
+
+
+async def test_per_client_split_in_a_folder(engine: AsyncEngine, export_clean: None, folder: Path) -> None:
+    settings = folder_settings(folder, batch_size=4)
+    rows = [event_row(ago(10), client_id=client) for client, n in CLIENTS.items() for _ in range(n)]
+    ids = await insert(engine, rows)
+    client_of = {str(row["id"]): row["client_id"] for row in rows}
+    pipeline = exporter(engine, settings)
+    [run] = await pipeline.run()
+    assert len(run.files) == 3
+    assert (await process_status(engine)).raw_files_pending == 3
+    result = await pipeline.process()
+    assert result.raw_files == 3 and result.events == 10
+    processed = destination_of(settings, "processed")
+    stamp = run.range_end.strftime("%Y%m%d_%H%M%S")
+    day = run.range_end.strftime("%Y/%m/%d")
+    keys = processed.keys()
+    assert set(keys) == set(result.files)
+    folders = {key.split("/")[0] for key in keys}
+    assert folders == {"client_acme", "client_evothesis_admin", "unassigned", "client_a%2Fb"}
+    assert (
+        f"unassigned/{day}/processed_{stamp}.json" in keys
+        or f"unassigned/{day}/processed_{stamp}_0002.json" in keys
+    )
+    counts: Counter[str] = Counter()
+    for key in keys:
+        local = folder / "check"
+        processed.fetch(key, local)
+        for batch in read_rows(local, key):
+            for item in batch:
+                counts[item["id"]] += 1
+                expected = client_of[item["id"]]
+                assert key.startswith(
+                    f"client_{expected.replace('/', '%2F')}/" if expected else "unassigned/"
+                )
+    assert counts == {str(i): 1 for i in ids}
+    # Processed once: a second run finds nothing, the status nothing pending.
+    again = await pipeline.process()
+    assert again.raw_files == 0
+    status = await process_status(engine)
+    assert (
+        status.raw_files_pending == 0
+        and status.raw_files_processed == 3
+        and status.processed_files == len(keys)
+    )
+
+
+async def test_per_client_parquet_in_a_bucket(
+    engine: AsyncEngine, export_clean: None, s3_server: S3Server, bucket: str
+) -> None:
+    settings = s3_settings(s3_server, bucket, format="parquet")
+    rows = [event_row(ago(10), client_id=client) for client, n in CLIENTS.items() for _ in range(n)]
+    ids = await insert(engine, rows)
+    pipeline = exporter(engine, settings)
+    await pipeline.run()
+    await pipeline.process()
+    listed = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=f"{bucket}-processed")["Contents"]]
+    assert all(key.startswith("processed-events/") and key.endswith(".parquet") for key in listed)
+    counts, _ = exported(destination_of(settings, "processed"))
+    assert counts == {str(i): 1 for i in ids}
