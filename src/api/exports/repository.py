@@ -28,18 +28,22 @@ LOCK_KEY = 0x4558504F  # "EXPO": one exporter at a time, across workers and proc
 # below that xmax with these low bits (rows are read within 2^31 transactions of their insert:
 # the late window is minutes, and PostgreSQL freezes long before wrapping around).
 _ROW_XID = "(h.base - ((h.base - e.xmin::text::bigint) & 4294967295))::text::xid8"
-_SELECT = ", ".join(f"e.{c}::text" if c == "properties" else f"e.{c}" for c in COLUMNS)
+_SELECT = ", ".join(f"e.{c}::text" if c in ("id", "properties") else f"e.{c}" for c in COLUMNS)
+# The CTE is materialized: inlined, PostgreSQL would take a snapshot for every row. Rows come
+# in no particular order (sorting a run costs more than reading it; a retry rewrites every
+# file of the run whatever order they come in).
 EVENTS_SQL = text(
     f"""
-    WITH h AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS base)
+    WITH h AS MATERIALIZED (
+        SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS base,
+               CAST(:snapshot AS pg_snapshot) AS snapshot,
+               CAST(:previous AS pg_snapshot) AS previous
+    )
     SELECT {_SELECT}
     FROM event e CROSS JOIN h
     WHERE e.received_at >= :low AND e.received_at < :high
-      AND (CAST(:snapshot AS text) IS NULL
-           OR pg_visible_in_snapshot({_ROW_XID}, CAST(:snapshot AS pg_snapshot)))
-      AND (e.received_at >= :start
-           OR NOT pg_visible_in_snapshot({_ROW_XID}, CAST(:previous AS pg_snapshot)))
-    ORDER BY e.received_at, e.id
+      AND (h.snapshot IS NULL OR pg_visible_in_snapshot({_ROW_XID}, h.snapshot))
+      AND (e.received_at >= :start OR NOT pg_visible_in_snapshot({_ROW_XID}, h.previous))
     """
 )
 

@@ -25,7 +25,7 @@ from src.api.config import EPOCH, ExportFormat, ExportSettings
 from src.api.errors import AppError, BadGateway, Conflict
 from src.api.exports import repository
 from src.api.exports.destinations import Destination, open_destination
-from src.api.exports.formats import as_row, content_type, extension, open_writer, read_rows
+from src.api.exports.formats import FileWriter, as_row, content_type, extension, open_writer, read_rows
 from src.api.exports.models import ExportRun
 from src.api.exports.privacy import apply_client_privacy
 
@@ -108,6 +108,66 @@ def client_folder(client_id: str | None) -> str:
         return "unassigned"
     safe = "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):02X}" for c in client_id)
     return f"client_{safe}"
+
+
+async def _offer(queue: asyncio.Queue[Any], item: Any, sink: asyncio.Task[None]) -> bool:
+    """Put `item` on the queue, unless the task reading it ends first (then False)."""
+    put = asyncio.ensure_future(queue.put(item))
+    done, _ = await asyncio.wait({put, sink}, return_when=asyncio.FIRST_COMPLETED)
+    if put in done:
+        return True
+    put.cancel()
+    return False
+
+
+class _Parts:
+    """A run's rows into files of at most EXPORT_BATCH_SIZE rows: each written locally, its row
+    recorded, then stored under its key."""
+
+    def __init__(self, exporter: Exporter, run: ExportRun, base: str, suffix: str, path: Path) -> None:
+        assert run.id is not None
+        self.exporter = exporter
+        self.run_id = run.id
+        self.format, self.gzipped = file_kind(run.format)
+        self.base, self.suffix, self.path = base, suffix, path
+        self.files: list[dict[str, Any]] = []
+        self.events = self.size = self.part = self.rows = 0
+        self.writer: FileWriter | None = None
+
+    async def drain(self, queue: asyncio.Queue[Sequence[Sequence[Any]] | None]) -> None:
+        limit = self.exporter.settings.batch_size
+        while (batch := await queue.get()) is not None:
+            offset = 0
+            while offset < len(batch):
+                take = min(len(batch) - offset, limit - self.rows)
+                await asyncio.to_thread(self._write, batch[offset : offset + take])
+                offset += take
+                if self.rows >= limit:
+                    await self._store()
+        if self.writer is not None:
+            await self._store()
+
+    def _write(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Blocking: rows into the current file (a new one after a stored one)."""
+        if self.writer is None:
+            self.part += 1
+            self.writer = open_writer(self.path, self.format, self.gzipped)
+        self.writer.write(rows)
+        self.rows += len(rows)
+        self.events += len(rows)
+
+    async def _store(self) -> None:
+        assert self.writer is not None
+        writer, self.writer = self.writer, None
+        await asyncio.to_thread(writer.close)
+        key = part_key(self.base, self.part, self.suffix)
+        length = self.path.stat().st_size
+        async with self.exporter.engine.begin() as conn:
+            await repository.record_file(conn, self.run_id, self.part, key, self.rows, length)
+        await asyncio.to_thread(self.exporter.raw.put, key, self.path, content_type(self.format))
+        self.files.append({"key": key, "rows": self.rows, "bytes": length})
+        self.size += length
+        self.rows = 0
 
 
 class Exporter:
@@ -228,44 +288,24 @@ class Exporter:
         file_format, gzipped = file_kind(run.format)
         suffix = extension(file_format, gzipped)
         base = f"{run.prefix}{dated(run.stamp)}/raw_export_{run.stamp}"
-        files: list[dict[str, Any]] = []
-        events = size = 0
         with tempfile.TemporaryDirectory(prefix="export-") as folder:
-            part = 0
-            writer = None
-            path = Path(folder) / "part"
-            rows_in_part = 0
-
-            async def store() -> None:
-                nonlocal writer, rows_in_part, size
-                assert writer is not None and run.id is not None
-                await asyncio.to_thread(writer.close)
-                key = part_key(base, part, suffix)
-                length = path.stat().st_size
-                async with self.engine.begin() as conn:
-                    await repository.record_file(conn, run.id, part, key, rows_in_part, length)
-                await asyncio.to_thread(self.raw.put, key, path, content_type(file_format))
-                files.append({"key": key, "rows": rows_in_part, "bytes": length})
-                size += length
-                writer, rows_in_part = None, 0
-
-            async with self.engine.connect() as conn:
-                async for batch in repository.stream_events(conn, run, _READ_BATCH):
-                    offset = 0
-                    while offset < len(batch):
-                        if writer is None:
-                            part += 1
-                            writer = open_writer(path, file_format, gzipped)
-                        take = min(len(batch) - offset, self.settings.batch_size - rows_in_part)
-                        chunk = batch[offset : offset + take]
-                        await asyncio.to_thread(writer.write, chunk)
-                        rows_in_part += take
-                        events += take
-                        offset += take
-                        if rows_in_part >= self.settings.batch_size:
-                            await store()
-            if writer is not None:
-                await store()
+            parts = _Parts(self, run, base, suffix, Path(folder) / "part")
+            # The database is read while the previous batch is encoded and stored: a queue of
+            # two batches between them keeps both busy and the memory to three batches.
+            queue: asyncio.Queue[Sequence[Sequence[Any]] | None] = asyncio.Queue(maxsize=2)
+            sink = asyncio.create_task(parts.drain(queue))
+            try:
+                async with self.engine.connect() as conn:
+                    async for batch in repository.stream_events(conn, run, _READ_BATCH):
+                        if not await _offer(queue, batch, sink):
+                            break  # the sink failed: its error is raised below
+                if not sink.done():
+                    await _offer(queue, None, sink)
+                await sink
+            finally:
+                if not sink.done():
+                    sink.cancel()
+        files, events, size, part = parts.files, parts.events, parts.size, parts.part
         manifest_key = f"{base}.manifest.json"
         async with self.engine.begin() as conn:
             leftovers = await repository.leftover_files(conn, run.id, part)
