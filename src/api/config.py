@@ -219,15 +219,17 @@ class ExportSettings:
     late_window: float  # seconds an event's received_at may precede its transaction's start
 
 
-def _export_target(kind: str, default_prefix: str) -> ExportTarget:
-    url_variable = f"{kind}_EXPORT_URL"
-    bucket_variable = f"{kind}_S3_BUCKET"
+def _export_target(variables: tuple[str, str, str, str], default_prefix: str) -> ExportTarget:
+    """One destination from its URL, bucket, access key and secret key variables."""
+    url_variable, bucket_variable, access_variable, secret_variable = variables
     bucket_setting = _read(bucket_variable, "", str.strip)
-    access_key = _read(f"{kind}_S3_ACCESS_KEY", "", str.strip)
-    secret_key = _read(f"{kind}_S3_SECRET_KEY", "", str.strip)
+    access_key = _read(access_variable, "", str.strip)
+    secret_key = _read(secret_variable, "", str.strip)
     if bool(access_key) != bool(secret_key):
-        raise SettingsError(f"{kind}_S3_SECRET_KEY" if access_key else f"{kind}_S3_ACCESS_KEY",
-                            "the access key and the secret key are set together or not at all")
+        raise SettingsError(
+            secret_variable if access_key else access_variable,
+            "the access key and the secret key are set together or not at all",
+        )
     default = (
         f"s3://{bucket_setting}/{default_prefix}"
         if bucket_setting
@@ -239,7 +241,9 @@ def _export_target(kind: str, default_prefix: str) -> ExportTarget:
         if not parts.netloc or parts.query or parts.fragment:
             raise SettingsError(url_variable, "must be s3://bucket/prefix or file:///path", url)
         if bucket_setting and bucket_setting != parts.netloc:
-            raise SettingsError(bucket_variable, f"names another bucket than {url_variable}", bucket_setting)
+            raise SettingsError(
+                bucket_variable, f"names another bucket than {url_variable}", bucket_setting
+            )
         prefix = parts.path.strip("/")
         return ExportTarget(url, "s3", parts.netloc, prefix, access_key, secret_key)
     if parts.scheme == "file":
@@ -261,8 +265,18 @@ def _endpoint(text: str) -> str | None:
 
 def load_export_settings() -> ExportSettings:
     return ExportSettings(
-        raw=_export_target("RAW", "raw-events"),
-        processed=_export_target("PROCESSED", "processed-events"),
+        raw=_export_target(
+            ("RAW_EXPORT_URL", "RAW_S3_BUCKET", "RAW_S3_ACCESS_KEY", "RAW_S3_SECRET_KEY"), "raw-events"
+        ),
+        processed=_export_target(
+            (
+                "PROCESSED_EXPORT_URL",
+                "PROCESSED_S3_BUCKET",
+                "PROCESSED_S3_ACCESS_KEY",
+                "PROCESSED_S3_SECRET_KEY",
+            ),
+            "processed-events",
+        ),
         s3_endpoint_url=_read("S3_ENDPOINT_URL", "", _endpoint),
         s3_region=_read("S3_REGION", "us-east-1", str.strip) or "us-east-1",
         format=cast(ExportFormat, _read("EXPORT_FORMAT", "jsonl", _choice("jsonl", "parquet"))),
