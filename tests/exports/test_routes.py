@@ -84,6 +84,10 @@ async def test_bad_backfill_ranges_are_named(client: httpx.AsyncClient, routed: 
         "/export/run", params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
     )
     assert backwards.status_code == 422 and backwards.json()["detail"][0]["loc"] == ["query", "to"]
+    too_long = await client.post(
+        "/export/run", params={"from": "2026-01-01T00:00:00Z", "to": "2026-02-02T00:00:00Z"}
+    )
+    assert too_long.status_code == 422 and "31 days" in too_long.json()["detail"][0]["msg"]
     garbage = await client.post("/export/run", params={"from": "yesterday", "to": "2026-11-01T00:00:00Z"})
     assert garbage.status_code == 422 and garbage.json()["detail"][0]["loc"] == ["query", "from"]
 

@@ -24,6 +24,7 @@ def test_defaults_are_folders_in_the_checkout(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_buckets_by_the_old_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAW_EXPORT_URL", raising=False)
     monkeypatch.setenv("RAW_S3_BUCKET", "raw-bucket")
     monkeypatch.setenv("RAW_S3_ACCESS_KEY", "AKIAEXAMPLE")
     monkeypatch.setenv("RAW_S3_SECRET_KEY", "s3cr3t-value-long-enough")

@@ -3,7 +3,7 @@ The run routes need the API key when API_KEYS is set."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,6 +23,8 @@ from src.api.exports.schemas import (
 from src.api.exports.service import Exporter, RunResult
 
 router = APIRouter(tags=["exports"])
+# A backfill runs within its request: a month of events is minutes at most (docs/exports.md).
+MAX_BACKFILL = timedelta(days=31)
 
 
 async def get_exporter(request: Request) -> Exporter:
@@ -71,6 +73,10 @@ async def run_export(
     start, end = _utc(start), _utc(end)
     if start >= end:
         raise InvalidParameter(("query", "to"), "must be after from", end.isoformat())
+    if end - start > MAX_BACKFILL:
+        raise InvalidParameter(
+            ("query", "to"), "a backfill covers at most 31 days: split a longer range", end.isoformat()
+        )
     return ExportRunAnswer(runs=[_done(await exporter.backfill(start, end))])
 
 
