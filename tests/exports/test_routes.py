@@ -142,3 +142,23 @@ async def test_config_masks_keys(
     }
     assert body["processed"]["access_key"] is None and body["format"] in ("jsonl", "parquet")
     assert secret not in repr(raw) and access not in repr(raw)
+
+
+async def test_the_scheduled_turn_exports_then_processes(
+    engine: AsyncEngine, export_clean: None, folder: Path
+) -> None:
+    from src.api.exports.job import export_once
+
+    pipeline = Exporter(engine, folder_settings(folder))
+    ids = await insert(engine, [event_row(ago(10), client_id="acme") for _ in range(3)])
+    await export_once(pipeline)
+    counts, _ = exported(destination_of(pipeline.settings, "processed"))
+    assert counts == {str(i): 1 for i in ids}
+    # A turn that finds the lock held (another worker's) skips quietly.
+    async with engine.connect() as holder:
+        holder = await holder.execution_options(isolation_level="AUTOCOMMIT")
+        await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": repository.LOCK_KEY})
+        try:
+            await export_once(pipeline)
+        finally:
+            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": repository.LOCK_KEY})
