@@ -1,7 +1,7 @@
 """The export pipeline: `export_watermark`, `export_run`, `export_file`, `processed_file`, and
 an index on `event.received_at` (the exporter reads events by when they were received).
 
-Revision 0006. New tables and an index only: nothing existing is rewritten. On a hypertable the
+Revision 0006, after 0005. New tables and an index only: nothing existing is rewritten. On a hypertable the
 index is made chunk by chunk by TimescaleDB; a large table takes a while once."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
