@@ -13,7 +13,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +33,12 @@ EXPORT_TABLES = ("processed_file", "export_file", "export_run", "export_watermar
 
 
 @pytest.fixture
-async def export_clean(engine: AsyncEngine, clean: None) -> None:
+async def export_clean(engine: AsyncEngine, clean: None) -> AsyncIterator[None]:
+    """Empty export tables, before and after: runs recorded here name files in this test's
+    folders, which no other test's exporter can read."""
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(EXPORT_TABLES)}"))
+    yield
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {', '.join(EXPORT_TABLES)}"))
 

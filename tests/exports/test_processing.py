@@ -85,3 +85,32 @@ async def test_per_client_parquet_in_a_bucket(
     assert all(key.startswith("processed-events/") and key.endswith(".parquet") for key in listed)
     counts, _ = exported(destination_of(settings, "processed"))
     assert counts == {str(i): 1 for i in ids}
+
+
+async def test_a_raw_file_that_cannot_be_read_waits_and_the_others_go_on(
+    engine: AsyncEngine, export_clean: None, folder: Path
+) -> None:
+    from src.api.exports.service import ExportFailed
+
+    settings = folder_settings(folder, batch_size=2)
+    ids = await insert(engine, [event_row(ago(10)) for _ in range(6)])
+    pipeline = exporter(engine, settings)
+    [run] = await pipeline.run()
+    raw = folder / "raw-events"
+    hidden = raw / run.files[1]
+    moved = hidden.with_name("moved-away")
+    hidden.rename(moved)
+    with pytest.raises(ExportFailed) as failed:
+        await pipeline.process()
+    assert failed.value.detail == {
+        "processed": 2,
+        "failed": [{"raw_file": run.files[1], "error": failed.value.detail["failed"][0]["error"]}],  # type: ignore[index]
+    }
+    status = await process_status(engine)
+    assert status.raw_files_pending == 1 and status.last_error and "FileNotFoundError" in status.last_error
+    moved.rename(hidden)
+    again = await pipeline.process()
+    assert again.raw_files == 1
+    counts, _ = exported(destination_of(settings, "processed"))
+    assert counts == {str(i): 1 for i in ids}
+    assert (await process_status(engine)).last_error is None

@@ -105,7 +105,7 @@ async def test_one_run_at_a_time(client: httpx.AsyncClient, engine: AsyncEngine,
 
 
 async def test_run_routes_need_the_key_when_keys_are_set(
-    client: httpx.AsyncClient, routed: Exporter, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, routed: Exporter, export_clean: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keyed = dataclasses.replace(get_settings(), api_keys=("admin-key",))
     monkeypatch.setattr("src.api.auth.dependencies.get_settings", lambda: keyed)

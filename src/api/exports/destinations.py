@@ -49,14 +49,23 @@ class FolderDestination:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Beside its final name, then renamed: readers never see half a file.
+        # Synced before the rename and the folder after it: the watermark moves once this
+        # returns, so the file must survive a power cut from then on.
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-        os.close(handle)
         try:
-            shutil.copyfile(source, temporary)
+            with os.fdopen(handle, "wb") as out, source.open("rb") as data:
+                shutil.copyfileobj(data, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def fetch(self, key: str, target: Path) -> None:
         shutil.copyfile(self._path(key), target)

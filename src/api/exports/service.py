@@ -357,9 +357,12 @@ class Exporter:
         async with self._exclusive():
             async with self.engine.begin() as conn:
                 pending = await repository.unprocessed_files(conn, limit)
-            events = 0
+            events = done = 0
             keys: list[str] = []
+            failures: list[dict[str, str]] = []
             for raw in pending:
+                # A file that fails (its destination down, the file gone) keeps its error and
+                # is tried again next time; the files after it are processed meanwhile.
                 try:
                     outputs = await asyncio.to_thread(self._split, raw)
                 except Exception as exc:
@@ -367,14 +370,20 @@ class Exporter:
                     log.warning("processing failed raw=%s error=%s", raw.key, error)
                     async with self.engine.begin() as conn:
                         await repository.fail_processing(conn, raw, error)
-                    raise ExportFailed(
-                        f"processing {raw.key} failed: {error}", detail={"raw_file": raw.key, "error": error}
-                    ) from exc
+                    failures.append({"raw_file": raw.key, "error": error})
+                    continue
                 async with self.engine.begin() as conn:
                     await repository.record_processed(conn, raw, outputs)
+                done += 1
                 events += sum(rows for _, _, rows in outputs)
                 keys.extend(key for _, key, _ in outputs)
-            return ProcessResult(raw_files=len(pending), events=events, files=keys)
+            if failures:
+                raise ExportFailed(
+                    f"processing failed for {len(failures)} of {len(pending)} raw files "
+                    f"({done} processed): {failures[0]['error']}",
+                    detail={"processed": done, "failed": failures},
+                )
+            return ProcessResult(raw_files=done, events=events, files=keys)
 
     def _split(self, raw: repository.RawFile) -> list[tuple[str, str, int]]:
         """Blocking: fetch one raw file, write one file per client, store them."""

@@ -1,6 +1,7 @@
-"""The export pipeline: `export_watermark`, `export_run`, `export_file`, `processed_file`, and
-an index on `event.received_at` (the exporter reads events by when they were received).
+"""The export pipeline's tables and an index on `event.received_at`.
 
+`export_watermark`, `export_run`, `export_file`, `processed_file` (src/api/exports/models.py),
+and `ix_event_received_at`: the exporter reads events by when they were received.
 Revision 0006, after 0005. New tables and an index only: nothing existing is rewritten. On a
 hypertable TimescaleDB makes the index chunk by chunk; a large table takes a while, once."""
 
