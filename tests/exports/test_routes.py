@@ -151,9 +151,14 @@ async def test_the_scheduled_turn_exports_then_processes(
 
     pipeline = Exporter(engine, folder_settings(folder))
     ids = await insert(engine, [event_row(ago(10), client_id="acme") for _ in range(3)])
+    from src.api.metrics import instruments
+
+    runs = instruments.JOB_RUNS.labels("export")._value.get()
     await export_once(pipeline)
     counts, _ = exported(destination_of(pipeline.settings, "processed"))
     assert counts == {str(i): 1 for i in ids}
+    assert instruments.JOB_RUNS.labels("export")._value.get() == runs + 1
+    assert instruments.JOB_LAG.labels("export")._value.get() == 0.0  # nothing waits
     # A turn that finds the lock held (another worker's) skips quietly.
     async with engine.connect() as holder:
         holder = await holder.execution_options(isolation_level="AUTOCOMMIT")
