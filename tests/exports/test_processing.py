@@ -114,3 +114,60 @@ async def test_a_raw_file_that_cannot_be_read_waits_and_the_others_go_on(
     counts, _ = exported(destination_of(settings, "processed"))
     assert counts == {str(i): 1 for i in ids}
     assert (await process_status(engine)).last_error is None
+
+
+async def test_each_site_privacy_level_holds_in_the_processed_files(
+    engine: AsyncEngine, export_clean: None, folder: Path
+) -> None:
+    """Stored before their sites' levels were raised: processing applies the level as the files
+    leave (hashed: no address; strict: also PII redacted), standard sites are left as stored."""
+    from sqlalchemy import text
+
+    settings = folder_settings(folder, format="parquet")
+    site_rows = [("exp-open", "standard"), ("exp-hashed", "hashed"), ("exp-strict", "strict")]
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM site WHERE site_id LIKE 'exp-%'"))
+        for site_id, level in site_rows:
+            await conn.execute(
+                text(
+                    "INSERT INTO site (site_id, client_id, allowed_hostnames, privacy_level, timezone)"
+                    " VALUES (:s, 'acme', '{}', :l, 'UTC')"
+                ),
+                {"s": site_id, "l": level},
+            )
+    try:
+        rows = [
+            event_row(
+                ago(10),
+                site_id=site_id,
+                client_id="acme",
+                page="/signup?email=ann@example.com",
+                properties='{"email": "ann@example.com"}',
+            )
+            for site_id, _ in site_rows
+        ]
+        await insert(engine, rows)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE event SET ip_address = '198.51.100.9' WHERE site_id LIKE 'exp-%'")
+            )
+        pipeline = exporter(engine, settings)
+        await pipeline.run()
+        await pipeline.process()
+        processed = destination_of(settings, "processed")
+        seen = {}
+        for key in processed.keys(""):
+            local = folder / "check.parquet"
+            processed.fetch(key, local)
+            for batch in read_rows(local, key):
+                for item in batch:
+                    seen[item["site_id"]] = item
+        assert seen["exp-open"]["ip_address"] == "198.51.100.9"
+        assert "ann@example.com" in seen["exp-open"]["page"]
+        assert seen["exp-hashed"]["ip_address"] is None and "ann@example.com" in seen["exp-hashed"]["page"]
+        assert seen["exp-strict"]["ip_address"] is None
+        assert "ann@example.com" not in seen["exp-strict"]["page"]
+        assert "ann@example.com" not in seen["exp-strict"]["properties"]
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM site WHERE site_id LIKE 'exp-%'"))

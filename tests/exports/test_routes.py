@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from src.api.config import ExportTarget, get_settings
+from src.api.config import ExportTarget
 from src.api.exports import repository
 from src.api.exports.service import Exporter
 from tests.exports.conftest import ago, destination_of, event_row, exported, folder_settings, insert
@@ -104,15 +104,19 @@ async def test_one_run_at_a_time(client: httpx.AsyncClient, engine: AsyncEngine,
             await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": repository.LOCK_KEY})
 
 
-async def test_run_routes_need_the_key_when_keys_are_set(
-    client: httpx.AsyncClient, routed: Exporter, export_clean: None, monkeypatch: pytest.MonkeyPatch
+async def test_run_routes_need_the_admin_key_when_keys_exist(
+    engine: AsyncEngine, export_clean: None, folder: Path
 ) -> None:
-    keyed = dataclasses.replace(get_settings(), api_keys=("admin-key",))
-    monkeypatch.setattr("src.api.auth.dependencies.get_settings", lambda: keyed)
-    assert (await client.post("/export/run")).status_code == 401
-    assert (await client.post("/process/run")).status_code == 401
-    assert (await client.post("/export/run", headers={"x-api-key": "admin-key"})).status_code == 200
-    assert (await client.get("/export/status")).status_code == 200
+    from tests.sites.helpers import ADMIN, service
+
+    async with service() as (app, http):
+        app.state.exporter = Exporter(engine, folder_settings(folder))
+        assert (await http.post("/export/run")).status_code == 401
+        assert (await http.post("/process/run")).status_code == 401
+        assert (await http.post("/export/run", headers={"x-api-key": "wrong"})).status_code == 401
+        assert (await http.post("/export/run", headers=ADMIN)).status_code == 200
+        assert (await http.post("/process/run", headers=ADMIN)).status_code == 200
+        assert (await http.get("/export/status")).status_code == 200
 
 
 async def test_config_masks_keys(

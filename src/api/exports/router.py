@@ -1,5 +1,5 @@
 """/export/*, /process/* and /pipeline/status: the old bulk system's routes, on the exporter.
-The run routes need the API key when API_KEYS is set."""
+The run routes need an admin-scoped key once any key exists (AdminDep)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from src.api.auth.dependencies import ApiKeyDep
+from src.api.auth.dependencies import AdminDep
 from src.api.errors import InvalidParameter
 from src.api.exports import status
 from src.api.exports.schemas import (
@@ -55,7 +55,7 @@ def _done(result: RunResult) -> RunDone:
 @router.post("/export/run", response_model=ExportRunAnswer)
 async def run_export(
     exporter: ExporterDep,
-    _: ApiKeyDep,
+    _: AdminDep,
     start: Annotated[
         datetime | None, Query(alias="from", description="backfill: received from (ISO 8601)")
     ] = None,
@@ -92,7 +92,7 @@ async def read_export_config(exporter: ExporterDep) -> ExportConfig:
 
 
 @router.post("/process/run", response_model=ProcessRunAnswer)
-async def run_processing(exporter: ExporterDep, _: ApiKeyDep) -> ProcessRunAnswer:
+async def run_processing(exporter: ExporterDep, _: AdminDep) -> ProcessRunAnswer:
     result = await exporter.process()
     return ProcessRunAnswer(raw_files=result.raw_files, events=result.events, files=result.files)
 

@@ -21,13 +21,13 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from src.api.config import EPOCH, ExportFormat, ExportSettings
+from src.api.config import EPOCH, ExportFormat, ExportSettings, PrivacyLevel
 from src.api.errors import AppError, BadGateway, Conflict
 from src.api.exports import repository
 from src.api.exports.destinations import Destination, open_destination
 from src.api.exports.formats import FileWriter, as_row, content_type, extension, open_writer, read_rows
 from src.api.exports.models import ExportRun
-from src.api.exports.privacy import apply_client_privacy
+from src.api.exports.privacy import apply_client_privacy, level_of, site_levels
 
 log = logging.getLogger(__name__)
 _READ_BATCH = 5000  # rows fetched from the database (and encoded) at a time
@@ -177,9 +177,11 @@ class Exporter:
         settings: ExportSettings,
         raw: Destination | None = None,
         processed: Destination | None = None,
+        default_level: PrivacyLevel = "standard",
     ) -> None:
         self.engine = engine
         self.settings = settings
+        self.default_level = default_level  # DEFAULT_PRIVACY_LEVEL: sites the registry lacks
         self.raw = raw or open_destination(settings.raw, settings)
         self.processed = processed or open_destination(settings.processed, settings)
 
@@ -357,6 +359,7 @@ class Exporter:
         async with self._exclusive():
             async with self.engine.begin() as conn:
                 pending = await repository.unprocessed_files(conn, limit)
+                levels = await site_levels(conn)
             events = done = 0
             keys: list[str] = []
             failures: list[dict[str, str]] = []
@@ -364,7 +367,7 @@ class Exporter:
                 # A file that fails (its destination down, the file gone) keeps its error and
                 # is tried again next time; the files after it are processed meanwhile.
                 try:
-                    outputs = await asyncio.to_thread(self._split, raw)
+                    outputs = await asyncio.to_thread(self._split, raw, levels)
                 except Exception as exc:
                     error = describe(exc)
                     log.warning("processing failed raw=%s error=%s", raw.key, error)
@@ -385,7 +388,7 @@ class Exporter:
                 )
             return ProcessResult(raw_files=done, events=events, files=keys)
 
-    def _split(self, raw: repository.RawFile) -> list[tuple[str, str, int]]:
+    def _split(self, raw: repository.RawFile, levels: dict[str, PrivacyLevel]) -> list[tuple[str, str, int]]:
         """Blocking: fetch one raw file, write one file per client, store them."""
         file_format = self.settings.format
         suffix = extension(file_format, self.settings.gzip)
@@ -400,7 +403,7 @@ class Exporter:
                 for item in batch:
                     client_id = item.get("client_id")
                     grouped.setdefault(client_folder(client_id), []).append(
-                        as_row(apply_client_privacy(client_id, item))
+                        as_row(apply_client_privacy(item, level_of(item, levels, self.default_level)))
                     )
                 for client, rows in grouped.items():
                     if client not in writers:

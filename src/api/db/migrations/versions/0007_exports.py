@@ -2,15 +2,15 @@
 
 `export_watermark`, `export_run`, `export_file`, `processed_file` (src/api/exports/models.py),
 and `ix_event_received_at`: the exporter reads events by when they were received.
-Revision 0006, after 0005. New tables and an index only: nothing existing is rewritten. On a
+Revision 0007, after 0006. New tables and an index only: nothing existing is rewritten. On a
 hypertable TimescaleDB makes the index chunk by chunk; a large table takes a while, once."""
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
