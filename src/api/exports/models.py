@@ -1,5 +1,5 @@
 """The export pipeline's tables: the watermark of the raw export, its runs, the files each run
-stored, and the processed files made from them (migration 0006)."""
+stored, and the processed files made from them (migration 0007)."""
 
 from __future__ import annotations
 
