@@ -196,14 +196,16 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     assert {name: after[name] for name in before} == before
     # What later revisions add is new: 0002 the late changes' table (Apache), empty; 0003 the
     # activity masks, filled from the events already there, and their changes, empty; 0006 the
-    # sites and keys tables, empty.
+    # sites and keys tables, empty; 0007 the export pipeline's tables, empty (nothing is
+    # exported until the first run).
     added = set(after) - set(before)
     late = {"public.rollup_late"} if edition == "apache" else set()
     sites = {
         f"public.{t}" for t in ("site", "site_attribution", "api_key", "privacy_salt", "rate_limit_counter")
     }
-    assert added == {*late, "public.activity", "public.activity_late", *sites}
-    assert all(after[name][0] == 0 for name in (*late, "public.activity_late", *sites))
+    exports = {f"public.{t}" for t in ("export_watermark", "export_run", "export_file", "processed_file")}
+    assert added == {*late, "public.activity", "public.activity_late", *sites, *exports}
+    assert all(after[name][0] == 0 for name in (*late, "public.activity_late", *sites, *exports))
     assert after["public.activity"][0] > 0
     # Nothing was dropped and made again (with its rows copied, say): the same relations.
     assert {name: relations_after[name] for name in relations_before} == relations_before

@@ -122,6 +122,10 @@ async def answer(
             chosen, dims, question.filters, bucketed=bucketed, site=site
         )
         sums = await repository.rows(session, statement, {**params, **runs})
+        if not bucketed and not dims:
+            # A total over no rows at all is one row of NULL sums: the row of zeros below, as
+            # the raw path answers.
+            sums = [row for row in sums if row[shape.width] is not None]
         if not wanted_distinct and not (fill and bucketed) and (sums or bucketed or dims):
             # The statement's rows are the answer, one group each, already in order. (A summary
             # with no events at all still gets its row of zeros below.)
