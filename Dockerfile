@@ -14,8 +14,8 @@ COPY requirements.txt ./
 RUN pip install -r requirements.txt
 
 COPY src ./src
-COPY boot/docker-run.sh ./boot/docker-run.sh
-RUN chmod 0755 boot/docker-run.sh
+COPY boot/docker-run.sh boot/worker.sh ./boot/
+RUN chmod 0755 boot/docker-run.sh boot/worker.sh
 # The default export folder (RAW_EXPORT_URL / PROCESSED_EXPORT_URL), a volume in Compose.
 RUN mkdir -p /app/exports && chown app:app /app/exports
 

@@ -27,6 +27,17 @@ ensure_local_db() {  # ensure_local_db database-name: exports DATABASE_URL for t
   export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$(bash "$root/boot/local-db.sh" port)/$1"
 }
 
+ensure_brokers() {  # nats-server, which tests/queue starts on ports of its own (redis-server: below)
+  local need=()
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+  [ "${#need[@]}" -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "[setup] installing ${need[*]} (Debian packages) for the queue tests" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
 ensure_chromium() {  # the browser tests (tests/dashboard, tests/tracker) drive Debian's chromium
   local browser="${CHROMIUM:-/usr/bin/chromium}"
   [ -x "$browser" ] && return 0

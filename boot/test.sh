@@ -7,6 +7,7 @@ cd "$root"
 ensure_venv "$root/requirements-dev.txt"
 ensure_chromium
 ensure_redis_server
+ensure_brokers
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
   export DATABASE_URL="$TEST_DATABASE_URL"
 else

@@ -27,7 +27,7 @@ from src.api.compat.stats import router as compat_stats_router
 from src.api.config import Settings, SettingsError, configure_logging, get_settings
 from src.api.dashboard.router import mount_static
 from src.api.dashboard.router import router as dashboard_router
-from src.api.db.engine import create_engine
+from src.api.db.engine import create_engine, create_stats_engine
 from src.api.db.timescale import setup_database
 from src.api.errors import (
     AppError,
@@ -49,6 +49,9 @@ from src.api.metrics import instruments as metrics
 from src.api.metrics.requests import RequestMetrics
 from src.api.metrics.router import router as metrics_router
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
+from src.api.queue.broker import create_broker
+from src.api.queue.publisher import QueuePublisher
+from src.api.queue.router import router as queue_router
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.sites.cors import SiteCORS
 from src.api.sites.router import router as sites_router
@@ -68,7 +71,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     timescale = await setup_database(engine, settings)
     writer = create_writer(engine, settings, timescale)
     writer.start()
+    # Queue mode: ingest publishes to the broker, workers (python -m src.worker) commit.
+    publisher = QueuePublisher(create_broker(settings.queue)) if settings.queue.enabled else None
+    if publisher is not None:
+        await publisher.start()
     app.state.engine = engine
+    app.state.stats_engine = create_stats_engine(settings, engine)
     app.state.timescale = timescale
     # Sites and keys (docs/sites.md): with nothing configured, all of it stays out of the way.
     access = create_access(engine, settings)
@@ -79,7 +87,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.keys = KeyService(engine, settings)
     storage = redis_storage(settings.redis_url) if settings.redis_url else PostgresStorage(engine)
     app.state.rate_limiter = KeyRateLimiter(storage)
-    app.state.ingest = IngestService(writer, settings, access)
+    app.state.broker = publisher.broker if publisher is not None else None
+    app.state.ingest = IngestService(writer, settings, access, publisher)
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
     app.state.exporter = Exporter(engine, settings.exports, default_level=settings.default_privacy_level)
     tune_garbage_collector()
@@ -105,6 +114,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await writer.stop()
         if remote is not None:
             await remote.close()
+        if publisher is not None:
+            await publisher.stop()
+        if app.state.stats_engine is not engine:
+            await app.state.stats_engine.dispose()
         await engine.dispose()
 
 
@@ -169,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(metrics_router)
     application.include_router(tracker_router)
     application.include_router(dashboard_router)
+    application.include_router(queue_router)
     mount_static(application)
     return application
 

@@ -177,6 +177,95 @@ def parse_trusted_proxies(text: str) -> TrustedProxies:
     return TrustedProxies(trust_all=False, networks=tuple(networks))
 
 
+# --- the queue ----------------------------------------------------------------------------
+
+QueueMode = Literal["none", "nats", "redis"]
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """INGEST_QUEUE and its broker's settings (src/api/queue/, docs/queue.md)."""
+
+    mode: QueueMode = "none"
+    nats_servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL, shared with the rate limits
+    redis_allow_volatile: bool = False
+    stream: str = "events"  # the JetStream stream's / Redis key's base name
+    max_deliver: int = 5  # deliveries of a message the database refuses, then the DLQ
+    retry_base: float = 1.0  # seconds before the first redelivery; doubled each time
+    retry_max: float = 60.0
+    ack_wait: float = 30.0  # seconds before a silent worker's messages go to another
+    publish_timeout: float = 5.0  # seconds the API waits for the broker's acknowledgement
+    fetch_batch: int = 5000  # messages a worker takes at once
+    duplicate_window: float = 600.0  # seconds JetStream remembers a Nats-Msg-Id
+    replicas: int = 1  # copies JetStream keeps of each stream (3 or 5 in a cluster)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    def backoff(self, deliveries: int) -> float:
+        """Seconds before redelivery after the `deliveries`-th attempt failed."""
+        return float(min(self.retry_max, self.retry_base * 2 ** max(0, deliveries - 1)))
+
+
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _stream_name(text: str) -> str:
+    if not _STREAM_NAME.match(text.strip()):
+        raise ValueError("must be 1 to 64 letters, digits, '_' or '-'")
+    return text.strip()
+
+
+def _nats_servers(text: str) -> tuple[str, ...]:
+    servers = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not servers:
+        raise ValueError("must be one or more comma-separated nats:// URLs")
+    for server in servers:
+        parts = urlsplit(server)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            # Never echo the value: a URL may carry a token or password.
+            raise ValueError("must be comma-separated nats:// (or tls://) URLs such as nats://127.0.0.1:4222")
+    return servers
+
+
+def _secret_url(variable: str, default: str, parse: Callable[[str], T]) -> T:
+    """Like _read, but the value (it may hold a password) is never echoed."""
+    _, value = _raw((variable,), default)
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise SettingsError(variable, str(exc)) from None
+
+
+def _stats_database_url() -> str | None:
+    _, value = _raw(("STATS_DATABASE_URL",), "")
+    if not value.strip():
+        return None
+    return _postgres_url(value.strip(), "STATS_DATABASE_URL")
+
+
+def load_queue_settings(redis_url: str | None) -> QueueSettings:
+    """`redis_url`: REDIS_URL, parsed with the other Redis user's settings (rate limits)."""
+    retry_base = _read("QUEUE_RETRY_BASE", "1", _number(float, 0.01, 3600))
+    return QueueSettings(
+        mode=cast(QueueMode, _read("INGEST_QUEUE", "none", _choice("none", "nats", "redis"))),
+        nats_servers=_secret_url("NATS_URL", "nats://127.0.0.1:4222", _nats_servers),
+        redis_url=redis_url or "redis://127.0.0.1:6379/0",
+        redis_allow_volatile=_read("REDIS_ALLOW_VOLATILE", "false", _boolean),
+        stream=_read("QUEUE_STREAM", "events", _stream_name),
+        max_deliver=_read("QUEUE_MAX_DELIVER", "5", _number(int, 1, 1000)),
+        retry_base=retry_base,
+        retry_max=_read("QUEUE_RETRY_MAX", "60", _number(float, retry_base, 86400)),
+        ack_wait=_read("QUEUE_ACK_WAIT", "30", _number(float, 1, 3600)),
+        publish_timeout=_read("QUEUE_PUBLISH_TIMEOUT", "5", _number(float, 0.1, 600)),
+        fetch_batch=_read("QUEUE_FETCH_BATCH", "5000", _number(int, 1, 100_000)),
+        duplicate_window=_read("QUEUE_DUPLICATE_WINDOW", "600", _number(float, 1, 7 * 86400)),
+        replicas=_read("QUEUE_REPLICAS", "1", _number(int, 1, 5)),
+    )
+
+
 # --- export destinations -------------------------------------------------------------------
 
 ExportFormat = Literal["jsonl", "parquet"]
@@ -338,6 +427,8 @@ class Settings:
     secret_key: str | None = None  # HMAC key of stored API keys; needed to create or use them
     admin_api_key: str | None = None
     redis_url: str | None = None  # rate-limit counters; the database keeps them otherwise
+    stats_database_url: str | None = None  # None: stats read DATABASE_URL
+    queue: QueueSettings = field(default_factory=QueueSettings)  # INGEST_QUEUE=none
 
     def retention_start(self, now: datetime) -> datetime | None:
         """The oldest event time the retention keeps at `now` (None: all are kept). Ingest
@@ -553,13 +644,17 @@ def _database_url() -> str:
         name: str = config("POSTGRES_DB", default="postgres")
         auth = f"{user}:{password}" if password else user
         url = f"postgresql+psycopg://{auth}@{host}:{port}/{name}"
+    return _postgres_url(url, "DATABASE_URL")
+
+
+def _postgres_url(url: str, variable: str) -> str:
     # Hosting platforms hand out postgres:// URLs; we always speak psycopg 3.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             url = "postgresql+psycopg://" + url[len(prefix) :]
     if not url.startswith("postgresql+psycopg://"):
         # Never echo the URL: it may hold a password.
-        raise SettingsError("DATABASE_URL", "must be a postgresql:// (or postgres://) URL")
+        raise SettingsError(variable, "must be a postgresql:// (or postgres://) URL")
     return url
 
 
@@ -571,6 +666,7 @@ def load_settings() -> Settings:
         Environment,
         _read("ENVIRONMENT", "development", _choice("development", "test", "staging", "production")),
     )
+    site = _site_settings()
     return Settings(
         database_url=_database_url(),
         environment=environment,
@@ -607,7 +703,9 @@ def load_settings() -> Settings:
         docs_enabled=_read("DOCS_ENABLED", "true", _boolean),
         stats_statement_timeout=_read("STATS_STATEMENT_TIMEOUT", "30", _number(float, 0, 86400)),
         exports=load_export_settings(),
-        **_site_settings(),
+        **site,
+        stats_database_url=_stats_database_url(),
+        queue=load_queue_settings(site["redis_url"]),
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from src.api.config import get_settings
-from src.api.db.engine import create_engine, get_session, get_statement_timeout
+from src.api.db.engine import create_engine, get_session, get_statement_timeout, get_stats_session
 from src.api.errors import is_unavailable
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +64,7 @@ LEAKS = ("SELECT", "psycopg", "127.0.0.1", "connection", "[SQL", "parameters")
 
 
 def _uses_session(dependant: Dependant) -> bool:
-    return any(d.call is get_session or _uses_session(d) for d in dependant.dependencies)
+    return any(d.call in (get_session, get_stats_session) or _uses_session(d) for d in dependant.dependencies)
 
 
 def test_every_read_route_is_covered(app: FastAPI) -> None:
@@ -96,13 +96,13 @@ def assert_unavailable(response: httpx.Response) -> None:
 
 @contextlib.contextmanager
 def engine_of(app: FastAPI, engine: AsyncEngine) -> Iterator[None]:
-    """The app's read routes on `engine` (the ingest writer keeps its own)."""
-    real = app.state.engine
-    app.state.engine = engine
+    """The app's read routes on `engine` (the ingest writer keeps its own), stats routes too."""
+    real, stats = app.state.engine, app.state.stats_engine
+    app.state.engine = app.state.stats_engine = engine
     try:
         yield
     finally:
-        app.state.engine = real
+        app.state.engine, app.state.stats_engine = real, stats
 
 
 def free_port() -> int:

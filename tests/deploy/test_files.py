@@ -93,7 +93,11 @@ def test_env_compose_has_every_setting_the_stack_needs() -> None:
     assert settings["PORT"] == "8000"
     # Every name is read by someone: the service's settings, the boot script or the image.
     read_by_service = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', (ROOT / "src/api/config.py").read_text()))
-    read_by_script = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "boot/docker-run.sh").read_text()))
+    read_by_script = {
+        name
+        for script in ("boot/docker-run.sh", "boot/worker.sh")
+        for name in re.findall(r"\$\{([A-Z_]+)", (ROOT / script).read_text())
+    }
     read_by_image = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
     unknown = set(settings) - read_by_service - read_by_script - read_by_image
     assert not unknown, f"nobody reads {sorted(unknown)}"
@@ -122,4 +126,4 @@ def test_no_secrets_in_the_image() -> None:
         if line.startswith(("ENV", "ARG")) and re.search(r"PASSWORD|SECRET|KEY|DATABASE_URL", line)
     ]
     copied = {source for line in lines if line.startswith("COPY") for source in line.split()[1:-1]}
-    assert copied == {"requirements.txt", "src", "boot/docker-run.sh"}
+    assert copied == {"requirements.txt", "src", "boot/docker-run.sh", "boot/worker.sh"}

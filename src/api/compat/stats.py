@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query
 
 from src.api.auth.dependencies import Access, StatsReadDep
 from src.api.config import get_settings
-from src.api.db.engine import SessionDep, TimescaleDep
+from src.api.db.engine import SessionDep, StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
 from src.api.rollups.catalogue import ceil_quarter
 from src.api.stats import repository
@@ -56,7 +56,7 @@ def _days(start: date, end: date, start_name: str = "from_date", end_name: str =
 
 @router.get("")
 async def site_stats(
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     access: StatsReadDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
@@ -93,7 +93,7 @@ async def site_stats(
 
 @router.get("/dau")
 async def daily_active_users(
-    session: SessionDep,
+    session: StatsSessionDep,
     access: StatsReadDep,
     from_date: date,
     to: date,
@@ -113,7 +113,7 @@ async def daily_active_users(
 
 @router.get("/top-events")
 async def top_events(
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     access: StatsReadDep,
     from_date: date,
@@ -132,7 +132,7 @@ async def top_events(
 
 @router.get("/retention")
 async def retention(
-    session: SessionDep,
+    session: StatsSessionDep,
     access: StatsReadDep,
     start_date: date,
     windows: Annotated[int, Query(ge=1, le=12)] = 3,

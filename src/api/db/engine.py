@@ -1,11 +1,16 @@
-"""The async engine and the request session dependency: the one place that commits or rolls back.
+"""The async engines and the request session dependencies: the one place that commits or rolls back.
 
 A request's transactions run under the read statement timeout (STATS_STATEMENT_TIMEOUT), so one
-slow question cannot hold a pooled connection for long; a statement it cuts off is a 504."""
+slow question cannot hold a pooled connection for long; a statement it cuts off is a 504.
+
+Two engines: DATABASE_URL for everything that writes (and reads that must see their own
+writes), and STATS_DATABASE_URL — a streaming read replica, when set — for the stats questions
+(`StatsSessionDep`). Unset, both are the same engine."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import psycopg
@@ -25,15 +30,22 @@ _TIMEOUT_MS = "statement_timeout_ms"
 _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     return create_async_engine(
-        settings.database_url,
+        url or settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"options": f"-c timezone={settings.db_timezone}", "connect_timeout": 5},
     )
+
+
+def create_stats_engine(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """The engine stats questions read from: the replica's, or `engine` itself."""
+    if settings.stats_database_url is None:
+        return engine
+    return create_engine(settings, settings.stats_database_url)
 
 
 class RequestSession(Session):
@@ -63,10 +75,25 @@ async def get_statement_timeout() -> float:
 async def get_session(
     request: Request, timeout: Annotated[float, Depends(get_statement_timeout)]
 ) -> AsyncIterator[AsyncSession]:
+    async with _session(request.app.state.engine, timeout) as session:
+        yield session
+
+
+async def get_stats_session(
+    request: Request, timeout: Annotated[float, Depends(get_statement_timeout)]
+) -> AsyncIterator[AsyncSession]:
+    """A session on the stats engine (STATS_DATABASE_URL's replica when set): read-only work."""
+    async with _session(request.app.state.stats_engine, timeout) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _session(engine: AsyncEngine, timeout: float) -> AsyncIterator[AsyncSession]:
+    """The request's session: committed after the route, rolled back when it raised."""
     # Whole milliseconds, at least one: PostgreSQL reads statement_timeout = 0 as no limit.
     milliseconds = max(1, round(timeout * 1000)) if timeout > 0 else 0
     async with AsyncSession(
-        request.app.state.engine,
+        engine,
         expire_on_commit=False,
         sync_session_class=RequestSession,
         info={_TIMEOUT_MS: milliseconds},
@@ -85,6 +112,7 @@ async def get_session(
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+StatsSessionDep = Annotated[AsyncSession, Depends(get_stats_session)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 
 

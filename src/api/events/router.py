@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from src.api.auth.dependencies import AdminDep, IngestKeyDep, StatsReadDep
 from src.api.config import get_settings
-from src.api.db.engine import SessionDep, TimescaleDep
+from src.api.db.engine import SessionDep, StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter, NotFound
 from src.api.events import repository
 from src.api.events.schemas import BatchResult, EventBucket, EventCreate, EventPublic
@@ -121,7 +121,7 @@ async def create_events(
 
 @router.get("", response_model=list[EventBucket])
 async def read_event_buckets(
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     access: StatsReadDep,
     duration: Annotated[QueryText, Query(max_length=32)] = "1 day",

@@ -32,6 +32,7 @@ class RequestContext:
     client_ip: str | None
     received_at: datetime
     trusted: bool = False  # the body's ip_address is believed (trusted proxy or ingest key)
+    route: str = "api"  # the ingest route it came by (names the queue subject in queue mode)
     origin: str | None = None  # a browser's Origin header: checked against the site's hostnames
     key_sites: frozenset[str] | None = None  # the ingest key's sites (None: any, or no key)
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from pydantic import TypeAdapter, ValidationError
@@ -97,6 +97,16 @@ async def request_context(request: Request) -> RequestContext:
     return context_of_scope(request.scope)
 
 
+# The route a request came in by (the queue's subject names it).
+_ROUTES = {
+    "/api/events": "api",
+    "/api/events/batch": "batch",
+    "/collect": "collect",
+    "/event": "event",
+    "/events": "events",
+}
+
+
 def context_of_scope(scope: Scope) -> RequestContext:
     # One pass over the raw headers: every request pays for this, and starlette's Headers
     # scans the whole list again for each lookup.
@@ -128,6 +138,7 @@ def context_of_scope(scope: Scope) -> RequestContext:
         client_ip=_client_ip(peer, forwarded, real_ip, proxies),
         received_at=datetime.now(UTC),
         trusted=trusted,
+        route=_ROUTES.get(scope.get("path", "").rstrip("/"), "api"),
         origin=origin,
     )
 
@@ -181,8 +192,20 @@ class BatchOutcome:
         )
 
 
+class EventQueue(Protocol):
+    """Where accepted rows go in queue mode instead of the writer (src/api/queue/publisher.py)."""
+
+    def check_open(self) -> None: ...
+
+    async def publish(self, route: str, prepared: PreparedRows) -> WriteResult: ...
+
+
 class IngestService:
     """The one ingestion path behind every collector shape.
+
+    It decides where accepted rows go: to the group-commit writer (INGEST_QUEUE=none: a 2xx
+    means committed) or to the broker (queue mode: a 2xx means the broker stored them durably;
+    workers commit them, src/api/queue/).
 
     Admission keeps memory bounded: at most `ingest_queue_max_events` events are held between
     parsing and the answer (validated, queued or being committed), beyond which requests get
@@ -190,11 +213,18 @@ class IngestService:
     into) are bounded by the body guard's budget (src/api/ingest/budget.py).
     """
 
-    def __init__(self, writer: IngestWriter, settings: Settings, access: IngestAccess | None = None) -> None:
+    def __init__(
+        self,
+        writer: IngestWriter,
+        settings: Settings,
+        access: IngestAccess | None = None,
+        queue: EventQueue | None = None,
+    ) -> None:
         self.writer = writer
         self.settings = settings
         # Site authorization and privacy (src/api/ingest/access.py); None when neither is on.
         self.access = access if access is not None and access.active else None
+        self.queue = queue
         self.max_in_flight = settings.ingest_queue_max_events
         self.in_flight = 0
 
@@ -202,14 +232,20 @@ class IngestService:
 
     def check_open(self) -> None:
         """Before a body is read: refuse at once what could not be queued anyway."""
-        self.writer.check_open(0)
+        self._check_destination()
         if self.in_flight >= self.max_in_flight:
             raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
+
+    def _check_destination(self) -> None:
+        if self.queue is not None:
+            self.queue.check_open()
+        else:
+            self.writer.check_open(0)
 
     @contextmanager
     def holding(self, events: int) -> Iterator[None]:
         """Hold `events` of the in-flight budget from validation until the answer."""
-        self.writer.check_open(0)
+        self._check_destination()
         if self.in_flight > 0 and self.in_flight + events > self.max_in_flight:
             raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
         self.in_flight += events
@@ -299,7 +335,8 @@ class IngestService:
         first_id = rows[0][0] if rows else None
         first_client = rows[0][22] if rows else None
         return ValidatedItems(
-            prepared=prepare_rows(rows),
+            # The broker takes rows, not COPY data: encoding them would be wasted work.
+            prepared=prepare_rows(rows, encode=False if self.queue is not None else None),
             rejected=rejected,
             first_id=first_id,
             first_client_id=first_client,
@@ -321,6 +358,12 @@ class IngestService:
 
     # --- writing ---------------------------------------------------------------------------
 
+    async def submit(self, prepared: PreparedRows, route: str = "api") -> WriteResult:
+        """Commit the rows (or, in queue mode, have the broker store them) and wait for it."""
+        if self.queue is not None:
+            return await self.queue.publish(route, prepared)
+        return await self.writer.submit_prepared(prepared)
+
     async def ingest_one(self, event: EventCreate, context: RequestContext) -> tuple[EventRow, bool]:
         """The stored row, and whether it is new (False: that id and time were stored before)."""
         row = await self.admit_one(build_row(event, context), context)
@@ -336,8 +379,8 @@ class IngestService:
         return admitted
 
     async def store_one(self, row: EventRow) -> bool:
-        """Commit one row; whether it is new."""
-        written = await self.writer.submit_prepared(prepare_rows((row,), encode=False))
+        """Commit (or queue) one row; whether it is new."""
+        written = await self.submit(prepare_rows((row,), encode=False))
         metrics.record_written(written.accepted, written.duplicates)
         return written.inserted[0]
 
@@ -351,7 +394,7 @@ class IngestService:
         with self.holding(len(items)):
             validated = await self.validate(items, context)
             metrics.record_rejected(len(validated.rejected))
-            written = await self.writer.submit_prepared(validated.prepared)
+            written = await self.submit(validated.prepared, context.route)
         metrics.record_written(written.accepted, written.duplicates)
         return BatchOutcome(written=written, rejected=validated.rejected)
 
@@ -371,7 +414,7 @@ class IngestService:
             if validated.rejected:
                 metrics.record_rejected(len(items))  # all or nothing: every item is refused
                 return validated, WriteResult(inserted=())
-            written = await self.writer.submit_prepared(validated.prepared)
+            written = await self.submit(validated.prepared, context.route)
         metrics.record_written(written.accepted, written.duplicates)
         return validated, written
 

@@ -197,7 +197,9 @@ def encode_copy_rows(rows: Sequence[EventRow]) -> bytes:
 
 def prepare_rows(rows: Sequence[EventRow], *, encode: bool | None = None) -> PreparedRows:
     """Deduplicate by key and (for requests too large for the small path, unless told) encode.
-    Pure CPU: call it off the event loop for big requests."""
+    `encode=False` keeps the rows as they are, however many days they span (queue mode
+    publishes rows; its workers submit them one by one). Pure CPU: call it off the event loop
+    for big requests."""
     if len(rows) == 1 and not encode:  # the single-event route: skip the loop
         row = rows[0]
         key = (row[0], row[1])
@@ -224,7 +226,7 @@ def prepare_rows(rows: Sequence[EventRow], *, encode: bool | None = None) -> Pre
             first.append(True)
             unique.append(row)
             days.add(row[1].toordinal())
-    if len(days) > MAX_DAYS_PER_FLUSH:
+    if len(days) > MAX_DAYS_PER_FLUSH and encode is not False:
         return PreparedRows(
             rows=(),
             keys=tuple(keys),
@@ -441,9 +443,12 @@ class IngestWriter:
             skipped = await self._write_with_retry(batch, slot)
         except AppError as exc:
             if len(batch) > 1 and not isinstance(exc, ServiceUnavailable):
-                # One request's bad data must not fail the others it shared a commit with.
-                for pending in batch:
-                    await self._flush([pending], slot)
+                # One request's bad data must not fail the others it shared a commit with:
+                # halve the flush until the refused request stands alone (a queue worker's
+                # flush is thousands of one-event requests: log2 of that, not thousands).
+                middle = len(batch) // 2
+                await self._flush(batch[:middle], slot)
+                await self._flush(batch[middle:], slot)
                 return
             metrics.record_flush_failure(sum(len(pending.prepared) for pending in batch))
             for pending in batch:

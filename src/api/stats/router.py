@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import ORJSONResponse
 
 from src.api.auth.dependencies import Access, StatsReadDep
-from src.api.db.engine import SessionDep, TimescaleDep
+from src.api.db.engine import SessionDep, StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
 from src.api.sites.repository import client_site_ids
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
@@ -54,7 +54,7 @@ async def readable_sites(
 
 async def base_question(
     request: Request,
-    session: SessionDep,
+    session: StatsSessionDep,
     access: StatsReadDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     client_id: Annotated[QueryText | None, Query(max_length=128)] = None,
@@ -101,7 +101,7 @@ def _window(question: Question) -> dict[str, str]:
 async def timeseries(
     request: Request,
     response: Response,
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
     interval: Annotated[QueryText, Query(max_length=32)] = "1 hour",
@@ -130,7 +130,7 @@ async def timeseries(
 async def breakdown(
     request: Request,
     response: Response,
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
     dimension: Annotated[QueryText, Query(max_length=32)] = "page",
@@ -157,7 +157,7 @@ async def breakdown(
 
 @router.get("/summary")
 async def summary(
-    request: Request, session: SessionDep, timescale: TimescaleDep, base: BaseQuestion
+    request: Request, session: StatsSessionDep, timescale: TimescaleDep, base: BaseQuestion
 ) -> dict[str, Any]:
     check_query_names(request.query_params, _COMMON)
     question = replace(base, metrics=METRICS)
@@ -168,7 +168,7 @@ async def summary(
 @router.get("/realtime")
 async def realtime(
     request: Request,
-    session: SessionDep,
+    session: StatsSessionDep,
     timescale: TimescaleDep,
     access: StatsReadDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
