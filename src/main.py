@@ -18,7 +18,9 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from src.api.compat.collect import router as collect_router
+from src.api.compat.etl import router as etl_router
 from src.api.compat.interview import router as interview_router
+from src.api.compat.monitor import router as monitor_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
 from src.api.config import Settings, SettingsError, configure_logging, get_settings
@@ -38,6 +40,7 @@ from src.api.ingest.service import IngestService, create_writer, tune_garbage_co
 from src.api.jobs.retention import run_retention_loop
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
+from src.api.sessions.service import run_session_loop
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 
@@ -67,6 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.append(
             asyncio.create_task(run_fold_loop(engine, settings.rollup_fold_interval, rollups=rollups))
         )
+    if settings.session_job_interval > 0:
+        jobs.append(asyncio.create_task(run_session_loop(engine, settings, settings.session_job_interval)))
     try:
         yield
     finally:
@@ -128,6 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(queued_router)
     application.include_router(interview_router)
     application.include_router(compat_stats_router)
+    application.include_router(monitor_router)
+    application.include_router(etl_router)
     return application
 
 

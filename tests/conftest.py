@@ -21,6 +21,7 @@ os.environ.setdefault("EVENTS_RETENTION", "5 years")
 os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_FOLD_INTERVAL", "0")
+os.environ.setdefault("SESSION_JOB_INTERVAL", "0")
 
 from src.api.db.schema import TimescaleInfo
 from src.api.rollups.catalogue import CATALOGUE

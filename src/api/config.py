@@ -187,6 +187,8 @@ class Settings:
     retention_check_interval: float
     rollup_job_interval: float
     rollup_fold_interval: float
+    session_timeout: timedelta
+    session_job_interval: float
     batch_max_events: int
     max_body_bytes: int
     body_read_timeout: float
@@ -292,6 +294,15 @@ def _retention(text: str) -> Duration | None:
     return duration
 
 
+def _session_timeout(text: str) -> timedelta:
+    duration = parse_duration(text)
+    if duration.months:
+        raise ValueError("must be a fixed duration such as '30 minutes', not months or years")
+    if not 60 <= duration.seconds <= 86400:
+        raise ValueError("must be between 1 minute and 1 day")
+    return timedelta(seconds=duration.seconds)
+
+
 def _chunk_interval(text: str) -> str:
     duration = parse_duration(text)
     if duration.months:
@@ -365,6 +376,8 @@ def load_settings() -> Settings:
         retention_check_interval=_read("RETENTION_CHECK_INTERVAL", "3600", _number(float, 0)),
         rollup_job_interval=_read("ROLLUP_JOB_INTERVAL", "60", _number(float, 0)),
         rollup_fold_interval=_read("ROLLUP_FOLD_INTERVAL", "5", _number(float, 0)),
+        session_timeout=_read("SESSION_TIMEOUT", "30 minutes", _session_timeout),
+        session_job_interval=_read("SESSION_JOB_INTERVAL", "60", _number(float, 0)),
         batch_max_events=_read("BATCH_MAX_EVENTS", "10000", _number(int, 1, 1_000_000)),
         max_body_bytes=max_body,
         body_read_timeout=_read("BODY_READ_TIMEOUT", "30", _number(float, 0.1, 3600)),

@@ -17,6 +17,7 @@ from src.api.config import get_settings
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
 from src.api.rollups.catalogue import ceil_quarter
+from src.api.sessions.repository import PAGEVIEW_TYPES
 from src.api.stats import repository
 from src.api.stats.params import QueryText, TimeRange, check_year
 from src.api.stats.question import Question
@@ -59,7 +60,7 @@ async def site_stats(
             metrics=("events",),
             group_by=("page",),
             site_id=site_id,
-            filters={"event_type": ("pageview",)},
+            filters={"event_type": PAGEVIEW_TYPES},
         ),
     )
     top = sorted(paths.rows, key=lambda r: (-r["events"], r["page"]))[:10]

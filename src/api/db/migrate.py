@@ -27,7 +27,8 @@ from sqlalchemy.schema import SchemaItem
 from sqlmodel import SQLModel
 
 import src.api.events.models
-import src.api.rollups.models  # noqa: F401
+import src.api.rollups.models
+import src.api.sessions.models  # noqa: F401
 from src.api.config import Settings
 from src.api.rollups.catalogue import CATALOGUE
 from src.api.rollups.models import RollupWatermark

@@ -23,10 +23,18 @@ from src.api.events.schemas import EventBucket
 from src.api.rollups import freshness
 from src.api.rollups.activity import BLOCK_DAYS
 from src.api.rollups.catalogue import DAY, QUARTER, ceil_quarter, ceil_to, floor_quarter, floor_to
+from src.api.sessions import repository as sessions
 from src.api.stats import repository
 from src.api.stats.params import BucketInterval, TimeRange
 from src.api.stats.planner import Plan, raw_plan, tiered_plan
-from src.api.stats.question import ADDITIVE, DISTINCT, Question
+from src.api.stats.question import (
+    ADDITIVE,
+    DISTINCT,
+    SESSION_DIMENSIONS,
+    SESSION_METRICS,
+    SESSION_SHARED,
+    Question,
+)
 
 log = logging.getLogger(__name__)
 MAX_BUCKETS = 50_000
@@ -96,7 +104,10 @@ async def answer(
 ) -> Answer:
     if fill:
         _check_size(question)
-    chosen = await plan(session, timescale, question)
+    check_sessions(question)
+    only_sessions = all(m in SESSION_METRICS for m in question.metrics)
+    # Session metrics read the sessions table alone: no plan over events to make.
+    chosen = raw_plan(question) if only_sessions else await plan(session, timescale, question)
     await repository.use_zone(session, question.tz)
     bucketed = question.interval is not None
     dims = question.group_by
@@ -116,7 +127,8 @@ async def answer(
     # of an earlier statement (one the sums lacked, fill's empty buckets) call for a sort.
     ordered = True
     wanted_additive = any(m in ADDITIVE for m in question.metrics)
-    wanted_distinct = any(m in DISTINCT for m in question.metrics)
+    wanted_sessions = [m for m in question.metrics if m in SESSION_METRICS]
+    wanted_distinct = any(m in DISTINCT for m in question.metrics) or bool(wanted_sessions)
     if wanted_additive:
         statement, runs = repository.additive_statement(
             chosen, dims, question.filters, bucketed=bucketed, site=site
@@ -148,6 +160,19 @@ async def answer(
                 found = merged[key] = shape.empty(key)
                 ordered = ordered and first
             found[metric] = row[shape.width]
+    if wanted_sessions:
+        statement = sessions.session_statement(
+            wanted_sessions, dims, list(question.filters), bucketed=bucketed, site=site
+        )
+        first = not merged
+        for row in await repository.rows(session, statement, params):
+            key = row[: shape.width]
+            found = merged.get(key)
+            if found is None:
+                found = merged[key] = shape.empty(key)
+                ordered = ordered and first
+            for offset, metric in enumerate(wanted_sessions):
+                found[metric] = row[shape.width + offset]
     if fill and bucketed:
         buckets = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
         groups = {key[1:] for key in merged} or ({()} if not dims else set())
@@ -162,10 +187,39 @@ async def answer(
     rows = list(merged.values())
     if not ordered:
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
-    return Answer(source=_source(chosen, wanted_distinct), rows=rows)
+    return Answer(source="sessions" if only_sessions else _source(chosen, wanted_distinct), rows=rows)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def check_sessions(question: Question) -> None:
+    """Session metrics group by the session's own dimensions and those it shares with events
+    (its first event's), and cannot be filtered by page or event type; session dimensions go
+    with session metrics only."""
+    session_metrics = [m for m in question.metrics if m in SESSION_METRICS]
+    session_dims = [d for d in question.group_by if d in SESSION_DIMENSIONS]
+    if session_dims and len(session_metrics) != len(question.metrics):
+        raise InvalidParameter(
+            ("query", "metrics"),
+            f"{session_dims[0]} is a session dimension: ask only session metrics"
+            f" ({', '.join(SESSION_METRICS)}) with it",
+            ",".join(question.metrics),
+        )
+    if not session_metrics:
+        return
+    for name in question.group_by:
+        if name not in SESSION_DIMENSIONS and name not in SESSION_SHARED:
+            raise InvalidParameter(
+                ("query", "dimension" if len(question.group_by) == 1 else "group_by"),
+                f"session metrics cannot be grouped by {name}; use entry_page or exit_page for pages",
+                name,
+            )
+    for name in question.filters:
+        if name not in SESSION_SHARED:
+            raise InvalidParameter(
+                ("query", name), "session metrics cannot be filtered by page or event_type", name
+            )
 
 
 def _activity_params(question: Question) -> dict[str, Any] | None:
@@ -207,6 +261,9 @@ def _sortable(value: object) -> tuple[int, object]:
     return (0, value) if value is not None else (1, "")
 
 
+_COUNTS = frozenset({"events", "pageviews", "visitors", "sessions", "visits"})
+
+
 class _Shape:
     """Builds the answer's rows: bucket, dimensions, then the metrics in the question's order.
     Buckets arrive as datetimes in the question's zone (use_zone set the session's), and
@@ -235,7 +292,7 @@ class _Shape:
     def empty(self, key: Sequence[Any]) -> dict[str, Any]:
         row = dict(zip(self.key_names, key if self.bucketed else key[1:], strict=True))
         for metric in self.metrics:
-            row[metric] = None if metric == "avg_duration" else 0
+            row[metric] = 0 if metric in _COUNTS else None
         return row
 
     def from_sums(self, values: tuple[Any, ...]) -> dict[str, Any]:
