@@ -604,7 +604,7 @@ def session_statement(
     where += "".join(f" AND {expressions[name]} IN :f_{name}" for name in filters)
     ordinals = (["1"] if bucketed else []) + [str(i + 2) for i in range(len(dims))]
     group = f" GROUP BY {', '.join(ordinals)}" if ordinals else ""
-    order = " ORDER BY 1" + "".join(f', {i + 2} COLLATE "C"' for i in range(len(dims)))
+    order = " ORDER BY b" + "".join(f', {d} COLLATE "C"' for d in dims)
     sql = (
         f"SELECT {bucket} AS b{dim_sql}, {measures} FROM session"
         " WHERE started_at >= :start AND started_at < :end"
