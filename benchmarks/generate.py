@@ -100,6 +100,7 @@ def rows(count: int, days: int, seed: int):  # type: ignore[no-untyped-def]
             None,
             received,
             received,
+            None,  # client_id
         )
 
 

@@ -10,6 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from src.api.db.schema import TimescaleInfo
+from src.api.rollups.job import advance_tiers
+
 pytestmark = pytest.mark.anyio
 
 
@@ -129,3 +132,32 @@ async def test_event_count_is_exact_for_a_site_and_a_range(client: httpx.AsyncCl
         "/events/count", params={"from": start.isoformat(), "to": (start - timedelta(hours=1)).isoformat()}
     )
     assert backwards.status_code == 422
+
+
+async def test_every_page_view_spelling_counts_in_pageviews_on_every_path(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    site = f"synonyms-{uuid.uuid4().hex[:8]}"
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    events = [
+        {"site_id": site, "event_type": kind, "page": "/", "time": (day + timedelta(hours=h)).isoformat()}
+        for h, kind in enumerate(("pageview", "page_view", "$pageview", "click"))
+    ]
+    assert (await client.post("/api/events/batch", json={"events": events})).status_code == 200
+    if not timescale.has_continuous_aggregates:
+        await advance_tiers(engine)  # the hourly and daily tiers, with their pageviews column
+    window = {"site_id": site, "from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
+    for source in ("raw", "rollup", "auto"):
+        summary = (await client.get("/api/stats/summary", params={**window, "source": source})).json()
+        assert (summary["events"], summary["pageviews"]) == (4, 3), source
+        series = await client.get(
+            "/api/stats/timeseries",
+            params={**window, "source": source, "interval": "1 day", "metrics": "pageviews"},
+        )
+        assert [r["pageviews"] for r in series.json()["rows"]] == [3], source
+    top = await client.get(
+        "/stats/top-events",
+        params={"from_date": day.date().isoformat(), "to": day.date().isoformat(), "limit": 100},
+    )
+    kinds = {r["event_type"] for r in top.json()["data"]}
+    assert {"pageview", "page_view", "$pageview", "click"} <= kinds

@@ -16,8 +16,7 @@ from src.api.auth.dependencies import require_api_key
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
-from src.api.rollups.catalogue import ceil_quarter
-from src.api.sessions.repository import PAGEVIEW_TYPES
+from src.api.rollups.catalogue import PAGEVIEW_TYPES, ceil_quarter
 from src.api.stats import repository
 from src.api.stats.params import QueryText, TimeRange, check_year
 from src.api.stats.question import Question

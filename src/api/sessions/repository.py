@@ -21,11 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from src.api.jobs.retention import trim_activity
 from src.api.rollups.activity import KINDS
-from src.api.rollups.catalogue import CATALOGUE
+from src.api.rollups.catalogue import CATALOGUE, IS_PAGEVIEW
 
-# Every spelling of a page view the collectors we replace send.
-PAGEVIEW_TYPES: tuple[str, ...] = ("pageview", "page_view", "$pageview")
-PAGEVIEW_SQL = "event_type IN ('pageview', 'page_view', '$pageview')"
 # The visitor: visitor id, else user id, else address + User-Agent (the stats API's own key).
 VISITOR_KEY = KINDS["visitors"][1]
 RUN_HISTORY = 500  # runs kept in session_run
@@ -212,7 +209,7 @@ def _sessionise(source: str) -> str:
     return f"""
 WITH ev AS (
     SELECT e.site_id, md5({VISITOR_KEY})::uuid AS visitor_hash, {VISITOR_KEY} AS visitor, e.id, e.time,
-           e.session_id, e.event_type IN ('pageview', 'page_view', '$pageview') AS is_pageview,
+           e.session_id, e.{IS_PAGEVIEW} AS is_pageview,
            e.page, e.referrer_domain, e.os, e.browser, e.device,
            COALESCE(e.properties->>'interactive', 'true') <> 'false' AS interactive,
            e.properties, e.url

@@ -3,11 +3,22 @@
 Revision 0007. `session_change` (the change log the statements that store or delete events
 append to), `session`, `session_daily_metric`, `session_job` (its watermark, NULL: the next
 run sessionises every stored event from scratch) and `session_run`. Plain tables on both
-editions. Nothing is filled here: the job's first run does it, in the background."""
+editions. Nothing is filled here: the job's first run does it, in the background.
+
+Also: `page_view` and `$pageview` count as page views in the tiers' `pageviews` column, as
+`pageview` does. Apache: the tier rows already filled get the synonyms' events added from the
+15-minute rollup (below each tier's watermark; above it the rollup job fills them with the new
+sums). Community: the tier continuous aggregates are made again with the new definition (real-
+time aggregation answers exactly from raw events until their refresh policies have run)."""
 
 from __future__ import annotations
 
 from alembic import op
+from sqlalchemy import text
+
+from src.api.db import schema
+from src.api.rollups import schema as rollup_schema
+from src.api.rollups.catalogue import CATALOGUE
 
 revision = "0007"
 down_revision = "0004"
@@ -77,9 +88,45 @@ _DDL = (
 )
 
 
+_SYNONYMS = "('page_view', '$pageview')"
+
+
+def _pageview_synonyms() -> None:
+    conn = op.get_bind()
+    if schema.read_edition(conn).has_continuous_aggregates:
+        with op.get_context().autocommit_block():
+            bind = op.get_bind()
+            for spec in CATALOGUE.tier_rollups:
+                definition = bind.execute(
+                    text("SELECT definition FROM pg_views WHERE viewname = :name"), {"name": spec.name}
+                ).scalar()
+                if definition is not None and "page_view" in definition:
+                    continue  # made by this version already
+                # Names are the catalogue's constants, never input.
+                bind.execute(text(f"DROP MATERIALIZED VIEW IF EXISTS {spec.name}"))
+                rollup_schema.create_continuous_aggregate(bind, spec)
+        return
+    wide = CATALOGUE.wide.name
+    for spec in CATALOGUE.tier_rollups:
+        assert spec.tier is not None
+        dims = ", ".join(spec.dimensions)
+        matches = " AND ".join(f"t.{d} = x.{d}" for d in spec.dimensions)
+        conn.execute(
+            text(
+                f"UPDATE {spec.name} t SET pageviews = t.pageviews + x.extra FROM ("
+                f" SELECT {spec.tier.bucket('bucket')} AS b, {dims}, sum(events)::bigint AS extra FROM {wide}"
+                f" WHERE event_type IN {_SYNONYMS} AND bucket < (SELECT complete_until FROM rollup_watermark"
+                "  WHERE tier = :tier)"
+                f" GROUP BY b, {dims}) AS x WHERE t.bucket = x.b AND {matches}"
+            ),
+            {"tier": spec.tier.name},
+        )
+
+
 def upgrade() -> None:
     for statement in _DDL:
         op.execute(statement)
+    _pageview_synonyms()
 
 
 def downgrade() -> None:
