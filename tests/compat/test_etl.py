@@ -135,8 +135,10 @@ async def test_cleanup_refuses_bad_days_and_keeps_unprocessed_events(
     # Never run: nothing is processed, so nothing is dropped.
     answer = (await client.post("/etl/cleanup", params={"retention_days": 1})).json()
     assert answer["chunks_dropped"] == 0 and answer["dropped_before"] is None
+    # Far older than any other test's events: the drop takes only this test's chunks.
     site = f"etl-{uuid.uuid4().hex[:8]}"
-    old = datetime.now(UTC).replace(microsecond=0) - timedelta(days=40)
+    old = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1500)
+    await post(client, site, old - timedelta(days=10))
     await post(client, site, old)
     await client.post("/etl/run-sync")
     sessions_before = (await client.get("/etl/status")).json()["sessions"]
@@ -148,11 +150,12 @@ async def test_cleanup_refuses_bad_days_and_keeps_unprocessed_events(
         )
     held = (await client.post("/etl/cleanup", params={"retention_days": 30})).json()
     assert datetime.fromisoformat(held["dropped_before"]) == old - timedelta(days=5)
+    assert held["chunks_dropped"] >= 1 and held["events_dropped"] == 5
     async with engine.connect() as conn:
         kept = (
             await conn.execute(text("SELECT count(*) FROM event WHERE site_id = :s"), {"s": site})
         ).scalar_one()
-    assert kept == 5
+    assert kept == 5  # the events at `old`, after the held-back limit
     assert (await client.get("/etl/status")).json()["sessions"] == sessions_before
 
 
