@@ -151,11 +151,14 @@ _MERGE = (
     text("DROP TABLE session_window"),
     text("ALTER TABLE session_window_merged RENAME TO session_window"),
 )
+# Batches of windows in time order: each batch's events lie in one narrow span of time, read
+# once (windows of one visitor are independent: more than the timeout apart).
 _BATCHES = text(
     "UPDATE session_window w SET batch = n.batch FROM (SELECT id,"
-    " (dense_rank() OVER (ORDER BY site_id, visitor_hash) - 1) / CAST(:size AS int) AS batch"
+    " (row_number() OVER (ORDER BY lo, hi, id) - 1) / CAST(:size AS int) AS batch"
     " FROM session_window) AS n WHERE w.id = n.id"
 )
+_BATCH_SPAN = text("SELECT min(lo), max(hi) FROM session_window WHERE batch = :batch")
 _INDEX_WINDOWS = text("CREATE INDEX ON session_window (batch)")
 _ANALYZE_WINDOWS = text("ANALYZE session_window")
 
@@ -167,7 +170,7 @@ async def take_changes(conn: AsyncConnection, mark: datetime, event_type: str | 
 
 
 async def build_windows(conn: AsyncConnection, timeout: timedelta, batch_size: int) -> int:
-    """The windows to recompute, numbered into batches of `batch_size` visitors; how many
+    """The windows to recompute, numbered into batches of `batch_size` windows; how many
     batches."""
     params = {"timeout": timeout}
     await conn.execute(_WINDOWS, params)
@@ -262,7 +265,8 @@ _BATCH_NEW = text(
     "CREATE TEMP TABLE session_new ON COMMIT DROP AS"
     + _sessionise(
         "session_window w JOIN event e ON e.site_id = w.site_id AND e.time >= w.lo AND e.time <= w.hi"
-        f" AND e.time < :mark AND md5({VISITOR_KEY})::uuid = w.visitor_hash WHERE w.batch = :batch"
+        f" AND md5({VISITOR_KEY})::uuid = w.visitor_hash WHERE w.batch = :batch"
+        " AND e.time >= :batch_lo AND e.time <= :batch_hi AND e.time < :mark"
     )
 )
 _FULL_NEW = text(
@@ -317,7 +321,8 @@ async def sessionise_batch(
         deleted = int((await conn.execute(_FULL_DELETE)).scalar_one())
         await conn.execute(_FULL_NEW, params)
     else:
-        await conn.execute(_BATCH_NEW, params)
+        span = (await conn.execute(_BATCH_SPAN, {"batch": batch})).one()
+        await conn.execute(_BATCH_NEW, {**params, "batch_lo": span[0], "batch_hi": span[1]})
         deleted = int((await conn.execute(_BATCH_DELETE, params)).scalar_one())
     row = (await conn.execute(_UPSERT)).one()
     await conn.execute(_DROP_NEW)
