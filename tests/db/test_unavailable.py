@@ -46,6 +46,8 @@ READ_ROUTES: list[tuple[str, str]] = [
     ("GET", f"/stats/dau?from_date={DAY}&to={DAY}"),
     ("GET", f"/stats/top-events?from_date={DAY}&to={DAY}"),
     ("GET", f"/stats/retention?start_date={DAY}"),
+    ("GET", "/events/recent"),
+    ("GET", "/events/count"),
 ]
 # What the database's error text would give away.
 LEAKS = ("SELECT", "psycopg", "127.0.0.1", "connection", "[SQL", "parameters")
