@@ -218,6 +218,8 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     # sums of them, and answer the same (tests/compat/test_collector_monitoring.py).
     remade = await remade_by_0007(scratch.engine) if edition == "timescale" else set()
     before = {name: value for name, value in before.items() if name not in remade}
+    if remade:  # the remade aggregates' hypertables have new ids, chunks and dimensions
+        before = {name: value for name, value in before.items() if name not in ("chunks", "dimensions")}
     relations_before = {name: oid for name, oid in relations_before.items() if name not in remade}
 
     await setup_database(scratch.engine, settings)
@@ -227,7 +229,11 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     assert {name: after[name] for name in before} == before
     # What later revisions add is new: 0002 the late changes' table (Apache), empty; 0003 the
     # activity masks, filled from the events already there, and their changes, empty.
-    added = {name for name in set(after) - set(before) if not name.startswith("_timescaledb_internal.")}
+    added = {
+        name
+        for name in set(after) - set(before)
+        if not name.startswith("_timescaledb_internal.") and name not in ("chunks", "dimensions")
+    }
     late = {"public.rollup_late"} if edition == "apache" else set()
     # 0007 the sessions' tables, empty until the job first runs (session_job: its one row).
     sessions = {
