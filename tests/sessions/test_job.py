@@ -178,3 +178,31 @@ async def test_a_late_event_joins_two_sessions_and_a_delete_splits_them(
     assert split is not None and split.sessions_created == 1
     assert [s.events for s in await stored_sessions(engine, [site])] == [1, 1]
     await check(engine, [site])
+
+
+async def test_deleting_an_id_stored_at_two_times_reopens_both_sessions(
+    client: httpx.AsyncClient, engine: AsyncEngine, fresh_sessions: None
+) -> None:
+    """The key is (id, time): DELETE /api/events/{id} deletes every row of the id, and each is
+    a change (found by the randomized test: its seeded ids recur across runs)."""
+    sites = [f"sess-twice-{uuid.uuid4().hex[:6]}", f"sess-twice-{uuid.uuid4().hex[:6]}"]
+    shared = str(uuid.uuid4())
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    events = [
+        {
+            "id": shared,
+            "site_id": site,
+            "visitor_id": "v",
+            "page": "/",
+            "time": (start + timedelta(hours=n)).isoformat(),
+        }
+        for n, site in enumerate(sites)
+    ]
+    await post(client, events)
+    await run(engine, config())
+    assert len(await stored_sessions(engine, sites)) == 2
+    assert (await client.delete(f"/api/events/{shared}")).status_code == 200
+    result = await run(engine, config())
+    assert result is not None and result.sessions_deleted == 2
+    assert await stored_sessions(engine, sites) == []
+    await check(engine, sites)

@@ -49,23 +49,26 @@ async def delete_event(
     session: AsyncSession, event_id: uuid.UUID, since: datetime, *, maintain_rollup: bool
 ) -> bool:
     sql = _DELETE_WITH_ROLLUP_SQL if maintain_rollup else _DELETE_SQL
-    row = (await session.execute(sql, {"id": event_id, "since": since})).first()
-    if row is None:
+    # The key is (id, time): one id may be stored at several times, and all of them go.
+    deleted = (await session.execute(sql, {"id": event_id, "since": since})).all()
+    if not deleted:
         return False
-    # The sessions job reopens the deleted event's session (src/api/sessions/service.py).
-    await sessions.append_change(session, row.site_id, row.visitors_key, row.time, row.event_type)
-    # The activity masks: fold what waits (the deleted event's own keys among it), then clear
-    # the day's bit of each of its keys that no other event of the day still has.
+    for row in deleted:
+        # The sessions job reopens each deleted event's session (src/api/sessions/service.py).
+        await sessions.append_change(session, row.site_id, row.visitors_key, row.time, row.event_type)
+    # The activity masks: fold what waits (the deleted events' own keys among it), then clear
+    # the day's bit of each of their keys that no other event of the day still has.
     await fold_late(session, rollups=False)
-    day_start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=row.day)
-    bounds = {
-        "site_id": row.site_id,
-        "day": row.day,
-        "day_start": day_start,
-        "day_end": day_start + timedelta(days=1),
-    }
-    for name, statement in RECOUNT_SQL.items():
-        key = getattr(row, f"{name}_key")
-        if key is not None:
-            await session.execute(statement, {**bounds, "key": key})
+    for row in deleted:
+        day_start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=row.day)
+        bounds = {
+            "site_id": row.site_id,
+            "day": row.day,
+            "day_start": day_start,
+            "day_end": day_start + timedelta(days=1),
+        }
+        for name, statement in RECOUNT_SQL.items():
+            key = getattr(row, f"{name}_key")
+            if key is not None:
+                await session.execute(statement, {**bounds, "key": key})
     return True
