@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.db.schema import TimescaleInfo
+from src.api.rollups.activity import BLOCK_DAYS
 from src.api.rollups.job import fold
 from src.api.stats.params import TimeRange
 from src.api.stats.question import Question
@@ -76,11 +77,25 @@ async def assert_exact(client: httpx.AsyncClient, site: str, start: datetime) ->
         assert masks == raw, (lo, hi, tz)
 
 
+def ten_days(where: str) -> datetime:
+    """The start of ten days of events: inside one block of the masks, or across two (5 days
+    each side of the newest block boundary at least 5 days ago)."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if where == "one block":
+        return today - 20 * DAY
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    boundary = epoch + ((today - 5 * DAY - epoch).days // BLOCK_DAYS) * BLOCK_DAYS * DAY
+    return boundary - 5 * DAY
+
+
+@pytest.mark.parametrize("where", ["one block", "two blocks"])
 async def test_masks_count_what_raw_events_count(
-    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, where: str
 ) -> None:
     site = f"act-{uuid.uuid4().hex[:8]}"
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - 20 * DAY
+    start = ten_days(where)
+    first_day = (start - datetime(1970, 1, 1, tzinfo=UTC)).days
+    assert (first_day // BLOCK_DAYS == (first_day + 9) // BLOCK_DAYS) == (where == "one block")
     first = events(site, start, 10, 800, seed=1)
     for i in range(0, len(first), 400):
         assert (

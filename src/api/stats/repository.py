@@ -190,30 +190,63 @@ def distinct_statement(
     return _bind(sql, names)
 
 
-def activity_statement(metric: str, *, site: bool, left: bool, right: bool) -> TextClause:
+def activity_statement(metric: str, *, site: bool, left: bool, right: bool, blocks: int) -> TextClause:
     """Exact distinct visitors or sessions over [start, end) from the activity masks
     (src/api/rollups/activity.py): the keys of the whole UTC days [mid_lo, mid_hi) — the masks'
-    rows of their blocks that meet the days, and changes not folded yet — united with the keys
-    of the raw events of the ragged ends ([start, mid_lo) with `left`, [mid_hi, end) with
-    `right`). Params: blocks, masks (arrays), day_lo, day_hi (days since 1970, [lo, hi)),
-    start, mid_lo, mid_hi, end, site_id. Returns (NULL, count), like distinct_statement's
-    summary row. `metric` is a key of activity.KINDS, never input text."""
+    rows of their `blocks` blocks that meet the days, and changes not folded yet — united with
+    the keys of the raw events of the ragged ends ([start, mid_lo) with `left`, [mid_hi, end)
+    with `right`). Params: blocks, masks (arrays; block0, mask0, block1, mask1 too), day_lo,
+    day_hi (days since 1970, [lo, hi)), start, mid_lo, mid_hi, end, site_id. Returns (NULL,
+    count), like distinct_statement's summary row. `metric` is a key of activity.KINDS, never
+    input text.
+
+    For one site over one or two blocks (30 days always are), the masks' keys are never hashed:
+    a key has one row per block, so |masks| is a count of an index-only scan (the key includes
+    `days`), or of a merge full join of two; the other keys — the ragged ends' and the unfolded
+    changes', a few thousand — are counted where no mask row of theirs meets the range."""
     kind, expression = KINDS[metric]
     at_site = " AND site_id = :site_id" if site else ""
-    parts = [
-        "SELECT a.key FROM unnest(CAST(:blocks AS int[]), CAST(:masks AS bigint[])) AS m(block, mask)"
-        f" JOIN {ACTIVITY} a ON a.kind = {kind} AND a.block = m.block"
-        f"{' AND a.site_id = :site_id' if site else ''} WHERE a.days & m.mask <> 0",
-        f"SELECT key FROM {ACTIVITY_LATE} WHERE kind = {kind} AND day >= :day_lo AND day < :day_hi{at_site}",
-    ]
     spans = (["time >= :start AND time < :mid_lo"] if left else []) + (
         ["time >= :mid_hi AND time < :end"] if right else []
     )
-    for span in spans:
-        parts.append(
-            f"SELECT md5({expression})::uuid FROM event WHERE {span}{at_site} AND {expression} IS NOT NULL"
+    others = [
+        f"SELECT key FROM {ACTIVITY_LATE} WHERE kind = {kind} AND day >= :day_lo AND day < :day_hi{at_site}",
+        *(
+            f"SELECT md5({expression})::uuid AS key FROM event"
+            f" WHERE {span}{at_site} AND {expression} IS NOT NULL"
+            for span in spans
+        ),
+    ]
+    if not site or blocks > 2:
+        masked = (
+            "SELECT a.key FROM unnest(CAST(:blocks AS int[]), CAST(:masks AS bigint[])) AS m(block, mask)"
+            f" JOIN {ACTIVITY} a ON a.kind = {kind} AND a.block = m.block"
+            f"{' AND a.site_id = :site_id' if site else ''}"
+            " WHERE a.days & m.mask <> 0"
         )
-    return text(f"SELECT NULL AS b, count(*) AS {metric} FROM ({' UNION '.join(parts)}) AS keys")
+        keys = " UNION ".join([masked, *others])
+        return text(f"SELECT NULL AS b, count(*) AS {metric} FROM ({keys}) AS keys")
+
+    def in_block(n: int, alias: str) -> str:
+        return (
+            f"{alias}.kind = {kind} AND {alias}.block = :block{n} AND {alias}.site_id = :site_id"
+            f" AND {alias}.days & :mask{n} <> 0"
+        )
+
+    if blocks == 1:
+        whole = f"SELECT count(*) FROM {ACTIVITY} a WHERE {in_block(0, 'a')}"
+    else:
+        whole = (
+            f"SELECT count(*) FROM (SELECT key FROM {ACTIVITY} a WHERE {in_block(0, 'a')}) AS x"
+            f" FULL JOIN (SELECT key FROM {ACTIVITY} a WHERE {in_block(1, 'a')}) AS y ON x.key = y.key"
+        )
+    unmasked = " AND ".join(
+        f"NOT EXISTS (SELECT 1 FROM {ACTIVITY} a WHERE {in_block(n, 'a')} AND a.key = o.key)"
+        for n in range(blocks)
+    )
+    distinct = f"SELECT DISTINCT key FROM ({' UNION ALL '.join(others)}) AS u"
+    rest = f"SELECT count(*) FROM ({distinct}) AS o WHERE {unmasked}"
+    return text(f"SELECT NULL AS b, ({whole}) + ({rest}) AS {metric}")
 
 
 def fill_statement() -> TextClause:

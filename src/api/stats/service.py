@@ -144,7 +144,11 @@ async def answer(
     for metric in (m for m in question.metrics if m in DISTINCT):
         if masks is not None:
             statement = repository.activity_statement(
-                metric, site=site, left=masks["start"] < masks["mid_lo"], right=masks["mid_hi"] < masks["end"]
+                metric,
+                site=site,
+                left=masks["start"] < masks["mid_lo"],
+                right=masks["mid_hi"] < masks["end"],
+                blocks=len(masks["blocks"]),
             )
             found_rows = await repository.rows(session, statement, {**params, **masks})
         else:
@@ -242,6 +246,8 @@ def _activity_params(question: Question) -> dict[str, Any] | None:
     return {
         "blocks": blocks,
         "masks": masks,
+        **{f"block{n}": block for n, block in enumerate(blocks[:2])},
+        **{f"mask{n}": mask for n, mask in enumerate(masks[:2])},
         "day_lo": day_lo,
         "day_hi": day_hi,
         "start": start,
