@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-load", action="store_true", help="keep the events already loaded")
+    parser.add_argument("--summary-only", action="store_true", help="only time the stats questions")
     args = parser.parse_args()
     url = args.database_url or local_database_url("analytics_bench_sessions")
     import os
@@ -137,6 +138,9 @@ def main() -> None:
     os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
     os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
     asyncio.run(setup(url))
+    if args.summary_only:
+        asyncio.run(summary_latency(url, args.repeats))
+        return
     plain = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as conn:
         if not args.skip_load:

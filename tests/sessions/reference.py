@@ -138,6 +138,7 @@ def daily(sessions: Iterable[Expected]) -> dict[tuple[str, date], dict[str, Any]
             "bounces": sum(s.bounce for s in items),
             "bounce_rate": sum(s.bounce for s in items) / n,
             "avg_session_duration": sum(s.duration for s in items) / n,
+            "total_duration": sum(s.duration for s in items),
             "pages_per_session": sum(s.pageviews for s in items) / n,
         }
     return out
@@ -171,7 +172,7 @@ async def stored_daily(engine: AsyncEngine, sites: Iterable[str]) -> dict[tuple[
         result = await conn.execute(
             text(
                 "SELECT site_id, day, visitors, sessions, pageviews, events, bounces, bounce_rate,"
-                " avg_session_duration, pages_per_session FROM session_daily_metric WHERE site_id = ANY(:sites)"
+                " avg_session_duration, total_duration, pages_per_session FROM session_daily_metric WHERE site_id = ANY(:sites)"
             ),
             {"sites": list(sites)},
         )

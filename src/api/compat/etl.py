@@ -51,6 +51,7 @@ class DailyMetric(BaseModel):
     bounces: int
     bounce_rate: float
     avg_session_duration: float
+    total_duration: float
     pages_per_session: float
     updated_at: datetime
 

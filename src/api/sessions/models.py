@@ -83,6 +83,7 @@ SESSION_DAILY_METRIC = Table(
     Column("bounces", Integer, nullable=False),
     Column("bounce_rate", Float, nullable=False),
     Column("avg_session_duration", Float, nullable=False),
+    Column("total_duration", Float, nullable=False),  # seconds: the stats API sums days of it
     Column("pages_per_session", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("site_id", "day"),

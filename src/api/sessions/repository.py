@@ -337,13 +337,13 @@ _DAILY_SELECT = (
     " sum(pageviews)::bigint AS pageviews, sum(events)::bigint AS events,"
     " count(*) FILTER (WHERE bounce)::int AS bounces,"
     " (count(*) FILTER (WHERE bounce))::float8 / count(*) AS bounce_rate,"
-    " avg(duration)::float8 AS avg_session_duration,"
+    " avg(duration)::float8 AS avg_session_duration, sum(duration)::float8 AS total_duration,"
     " (sum(pageviews))::float8 / count(*) AS pages_per_session,"
     " now() AS updated_at FROM session s"
 )
 _DAILY_COLUMNS = (
     "site_id, day, visitors, sessions, pageviews, events, bounces, bounce_rate, avg_session_duration,"
-    " pages_per_session, updated_at"
+    " total_duration, pages_per_session, updated_at"
 )
 _DAILY_REFRESH = (
     text(
@@ -585,6 +585,33 @@ SHARED_DIMENSIONS: dict[str, str] = {
         "CASE WHEN os IN ('Windows', 'MacOS', 'iOS', 'Android', 'Linux') THEN os ELSE 'Other' END"
     ),
 }
+
+
+_TOTALS = {
+    "visits": "COALESCE(sum(n), 0)::bigint",
+    "bounce_rate": "sum(bounces)::float8 / NULLIF(sum(n), 0)",
+    "visit_duration": "sum(total)::float8 / NULLIF(sum(n), 0)",
+    "views_per_visit": "sum(views)::float8 / NULLIF(sum(n), 0)",
+}
+
+
+def session_total_statement(metrics: Sequence[str], *, site: bool) -> TextClause:
+    """Session metrics over [start, end) without buckets, groups or filters: the daily metrics
+    of the whole UTC days [day_lo, day_hi) (dates; [mid_lo, mid_hi) as instants), and the
+    sessions of the ragged ends. The daily rows are the sums of exactly the stored sessions
+    (the job keeps both in one transaction), so the answer is the rows' own."""
+    at_site = " AND site_id = :site_id" if site else ""
+    measures = ", ".join(f"{_TOTALS[m]} AS {m}" for m in metrics)
+    return text(
+        f"SELECT NULL AS b, {measures} FROM ("
+        "SELECT count(*) AS n, count(*) FILTER (WHERE bounce) AS bounces, sum(pageviews) AS views,"
+        " sum(duration) AS total FROM session WHERE ((started_at >= :start AND started_at < :mid_lo)"
+        f" OR (started_at >= :mid_hi AND started_at < :end)){at_site}"
+        " UNION ALL SELECT sum(sessions), sum(bounces), sum(pageviews), sum(total_duration)"
+        " FROM session_daily_metric"
+        f" WHERE day >= CAST(:day_lo AS date) AND day < CAST(:day_hi AS date){at_site}"
+        ") AS parts"
+    )
 
 
 def session_statement(

@@ -165,11 +165,17 @@ async def answer(
                 ordered = ordered and first
             found[metric] = row[shape.width]
     if wanted_sessions:
-        statement = sessions.session_statement(
-            wanted_sessions, dims, list(question.filters), bucketed=bucketed, site=site
-        )
+        days = _whole_days(question)
+        if days is not None:  # a total: whole UTC days from the daily metrics
+            statement = sessions.session_total_statement(wanted_sessions, site=site)
+            found_rows = await repository.rows(session, statement, {**params, **days})
+        else:
+            statement = sessions.session_statement(
+                wanted_sessions, dims, list(question.filters), bucketed=bucketed, site=site
+            )
+            found_rows = await repository.rows(session, statement, params)
         first = not merged
-        for row in await repository.rows(session, statement, params):
+        for row in found_rows:
             key = row[: shape.width]
             found = merged.get(key)
             if found is None:
@@ -195,6 +201,18 @@ async def answer(
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _whole_days(question: Question) -> dict[str, Any] | None:
+    """The whole UTC days of a total's range, for sessions.session_total_statement (None: not
+    a total, or a filter other than the site)."""
+    if question.interval is not None or question.group_by or question.filters:
+        return None
+    start, end = question.window.start, question.window.end
+    mid_lo, mid_hi = ceil_to(start, DAY), floor_to(end, DAY)
+    if mid_lo >= mid_hi:
+        mid_lo = mid_hi = end
+    return {"mid_lo": mid_lo, "mid_hi": mid_hi, "day_lo": mid_lo.date(), "day_hi": mid_hi.date()}
 
 
 def check_sessions(question: Question) -> None:

@@ -66,6 +66,7 @@ _DDL = (
         bounces integer NOT NULL,
         bounce_rate double precision NOT NULL,
         avg_session_duration double precision NOT NULL,
+        total_duration double precision NOT NULL,
         pages_per_session double precision NOT NULL,
         updated_at timestamptz NOT NULL,
         PRIMARY KEY (site_id, day))""",
