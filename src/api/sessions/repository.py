@@ -18,6 +18,7 @@ from uuid import UUID
 import orjson
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.jobs.retention import trim_activity
 from src.api.rollups.activity import KINDS
@@ -50,7 +51,7 @@ _APPEND_ONE = text(
 
 
 async def append_change(
-    conn: Any, site_id: str, visitor: str | None, time: datetime, event_type: str
+    conn: AsyncConnection | AsyncSession, site_id: str, visitor: str | None, time: datetime, event_type: str
 ) -> None:
     """One change (a deleted event) in the caller's transaction."""
     if visitor is not None:
