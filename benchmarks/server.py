@@ -65,6 +65,8 @@ def running_server(
         command = [
             str(bin_dir / "gunicorn"),
             "src.main:app",
+            "--config",
+            "python:src.server",
             "-k",
             "src.server.Worker",
             "-w",

@@ -35,8 +35,11 @@ fi
 # --forwarded-allow-ips '': uvicorn must not rewrite the client address from X-Forwarded-For;
 # the service decides which proxies to believe (TRUSTED_PROXIES), and would otherwise see a
 # forged address as the peer.
+# --config python:src.server: its hooks share one PROMETHEUS_MULTIPROC_DIR between the workers
+# so that /metrics counts for the whole server.
 exec "${GUNICORN:-gunicorn}" src.main:app \
   --worker-class src.server.Worker \
+  --config python:src.server \
   --workers "$WEB_CONCURRENCY" \
   --bind "${HOST:-0.0.0.0}:${PORT:-8000}" \
   --graceful-timeout "${GRACEFUL_TIMEOUT:-30}" \

@@ -26,3 +26,15 @@ ensure_local_db() {  # ensure_local_db database-name: exports DATABASE_URL for t
   bash "$root/boot/local-db.sh" "$1"
   export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$(bash "$root/boot/local-db.sh" port)/$1"
 }
+
+ensure_chromium() {  # the browser tests (tests/dashboard, tests/tracker) drive Debian's chromium
+  local browser="${CHROMIUM:-/usr/bin/chromium}"
+  [ -x "$browser" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing chromium (Debian's package) for the browser tests" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "[setup] no $browser: install Debian's chromium (apt-get install chromium) for the browser tests" >&2
+  fi
+}

@@ -24,6 +24,8 @@ from src.api.compat.monitor import router as monitor_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
 from src.api.config import Settings, SettingsError, configure_logging, get_settings
+from src.api.dashboard.router import mount_static
+from src.api.dashboard.router import router as dashboard_router
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
 from src.api.errors import (
@@ -38,11 +40,15 @@ from src.api.events.router import router as events_router
 from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
+from src.api.metrics import instruments as metrics
+from src.api.metrics.requests import RequestMetrics
+from src.api.metrics.router import router as metrics_router
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.sessions.service import run_session_loop
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
+from src.api.tracker.router import router as tracker_router
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(settings)
     engine = create_engine(settings)
+    metrics.watch_pool(engine)
     timescale = await setup_database(engine, settings)
     writer = create_writer(engine, settings, timescale)
     writer.start()
@@ -126,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_read_timeout
     )
     application.add_middleware(StripTrailingSlash)
+    application.add_middleware(RequestMetrics)  # outermost: every answer is counted and logged
     application.include_router(system_router)
     application.include_router(events_router)
     application.include_router(stats_router)
@@ -135,6 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(compat_stats_router)
     application.include_router(monitor_router)
     application.include_router(etl_router)
+    application.include_router(metrics_router)
+    application.include_router(tracker_router)
+    application.include_router(dashboard_router)
+    mount_static(application)
     return application
 
 

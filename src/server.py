@@ -6,11 +6,21 @@ and then nothing, or one byte every few seconds, is held for ever (its keep-aliv
 at the first byte). Here every request's headers must be complete within HEADER_READ_TIMEOUT
 seconds of the connection's start or of the request's first byte; otherwise the server
 answers 408 and closes the connection. Bodies get their own timeout in the app
-(src/api/middleware.py, BODY_READ_TIMEOUT)."""
+(src/api/middleware.py, BODY_READ_TIMEOUT).
+
+This module is also gunicorn's configuration (`--config python:src.server`, as
+boot/docker-run.sh starts it): its hooks give the workers one PROMETHEUS_MULTIPROC_DIR, emptied
+when the server starts (a private temporary directory unless the operator names one), and mark
+a worker's gauges dead when it exits, so that `/metrics` from any worker reports them all."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -18,7 +28,7 @@ from uvicorn import config as uvicorn_config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.workers import UvicornWorker
 
-from src.api.config import get_settings
+from src.api.config import SettingsError, get_settings
 
 _TIMEOUT_BODY = b'{"error":"request headers timed out","detail":"request headers timed out"}'
 _TIMEOUT_RESPONSE = (
@@ -79,6 +89,44 @@ class Worker(UvicornWorker):
         **UvicornWorker.CONFIG_KWARGS,
         "http": GuardedHttpToolsProtocol,
     }
+
+
+# --- gunicorn hooks ------------------------------------------------------------------------
+
+_created_metrics_dir: str | None = None
+
+
+def on_starting(server: Any) -> None:
+    """In gunicorn's master, before any worker exists (and so before any imports the metrics)."""
+    global _created_metrics_dir
+    try:
+        directory = get_settings().prometheus_multiproc_dir
+    except SettingsError as exc:  # one line naming the variable, as the app itself stops
+        sys.stderr.write(f"{exc}\n")
+        raise SystemExit(2) from None
+    if "prometheus_client" in sys.modules:
+        # --preload imported the app (and the client) before this hook: every worker would
+        # count alone and /metrics would show one worker's share.
+        sys.stderr.write("warning: metrics are per worker with --preload; start gunicorn without it\n")
+    if directory is None:
+        directory = _created_metrics_dir = tempfile.mkdtemp(prefix="analytics-metrics-")
+    for stale in Path(directory).glob("*.db"):  # a previous server's values are not ours
+        stale.unlink()
+    # Read by prometheus_client in each worker, and by the settings (src/api/config.py).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    get_settings.cache_clear()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker's live gauges (queue, pool) stop counting; its counters are kept."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    if _created_metrics_dir is not None:
+        shutil.rmtree(_created_metrics_dir, ignore_errors=True)
 
 
 def main() -> None:

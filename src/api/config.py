@@ -14,12 +14,15 @@ of the code uses as they are, so no request ever meets an unparsed setting.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, TypeVar, cast
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -201,6 +204,8 @@ class Settings:
     api_keys: tuple[str, ...]
     trusted_proxies: TrustedProxies
     log_level: str
+    log_format: Literal["text", "json"]
+    prometheus_multiproc_dir: str | None  # set: metrics are shared by gunicorn's workers
     docs_enabled: bool
     stats_statement_timeout: float
 
@@ -325,6 +330,15 @@ def _origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _directory(text: str) -> str | None:
+    if not text.strip():
+        return None
+    path = Path(text.strip())
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError("must be an existing directory this process can write")
+    return str(path)
+
+
 def _keys(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -392,6 +406,8 @@ def load_settings() -> Settings:
         api_keys=_read("API_KEYS", "", _keys),
         trusted_proxies=_read("TRUSTED_PROXIES", DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies),
         log_level=_read("LOG_LEVEL", "INFO", _log_level),
+        log_format=cast(Literal["text", "json"], _read("LOG_FORMAT", "text", _choice("text", "json"))),
+        prometheus_multiproc_dir=_read("PROMETHEUS_MULTIPROC_DIR", "", _directory),
         docs_enabled=_read("DOCS_ENABLED", "true", _boolean),
         stats_statement_timeout=_read("STATS_STATEMENT_TIMEOUT", "30", _number(float, 0, 86400)),
     )
@@ -403,5 +419,29 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and a record's `fields` (the
+    request log's method, route, status, duration_ms, events) as keys of their own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.log_format == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLogFormatter())
+        logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

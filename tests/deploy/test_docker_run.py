@@ -53,6 +53,7 @@ def test_defaults_and_overrides() -> None:
     assert args[:3] == ["src.main:app", "--worker-class", "src.server.Worker"]
     assert option(args, "--bind") == "0.0.0.0:8000"
     assert option(args, "--graceful-timeout") == "30"
+    assert option(args, "--config") == "python:src.server"  # the metrics' multiprocess hooks
     cpus = len(os.sched_getaffinity(0))
     assert int(option(args, "--workers")) == min(max(cpus, 2), 4)
     assert args[-1] == "--forwarded-allow-ips"  # followed by '': uvicorn trusts no proxy itself

@@ -25,6 +25,7 @@ from src.api.events.enrichment import valid_ip
 from src.api.events.schemas import BatchRejected, BatchResult, EventCreate
 from src.api.ingest.rows import RequestContext, build_row, fast_row, row_to_dict, time_bounds
 from src.api.ingest.writer import EventRow, IngestWriter, PreparedRows, WriteResult, prepare_rows
+from src.api.metrics import instruments as metrics
 
 __all__ = [
     "BatchOutcome",
@@ -268,16 +269,21 @@ class IngestService:
     async def store_one(self, row: EventRow) -> bool:
         """Commit one row; whether it is new."""
         written = await self.writer.submit_prepared(prepare_rows((row,), encode=False))
+        metrics.record_written(written.accepted, written.duplicates)
         return written.inserted[0]
 
     async def ingest_rows(self, rows: Sequence[EventRow]) -> WriteResult:
-        return await self.writer.submit(rows)
+        written = await self.writer.submit(rows)
+        metrics.record_written(written.accepted, written.duplicates)
+        return written
 
     async def ingest_batch(self, items: Sequence[object], context: RequestContext) -> BatchOutcome:
         """Per-item: valid items are stored, the others reported by index."""
         with self.holding(len(items)):
             validated = await self.validate(items, context)
+            metrics.record_rejected(len(validated.rejected))
             written = await self.writer.submit_prepared(validated.prepared)
+        metrics.record_written(written.accepted, written.duplicates)
         return BatchOutcome(written=written, rejected=validated.rejected)
 
     async def ingest_all(
@@ -291,8 +297,11 @@ class IngestService:
         with self.holding(len(items)):
             validated = await self.validate(items, context, model)
             if validated.rejected:
+                metrics.record_rejected(len(items))  # all or nothing: every item is refused
                 return validated, WriteResult(inserted=())
-            return validated, await self.writer.submit_prepared(validated.prepared)
+            written = await self.writer.submit_prepared(validated.prepared)
+        metrics.record_written(written.accepted, written.duplicates)
+        return validated, written
 
 
 def create_writer(engine: AsyncEngine, settings: Settings, timescale: TimescaleInfo) -> IngestWriter:

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
 from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
+from src.api.metrics import instruments as metrics
 from src.api.rollups.activity import KEY_COLUMNS, append_cte
 from src.api.rollups.catalogue import DIMENSIONS
 from src.api.rollups.maintenance import maintenance_ctes
@@ -375,6 +376,7 @@ class IngestWriter:
         pending = _Pending(prepared=prepared, future=asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._queued_events += len(prepared)
+        metrics.set_ingest_queue(self._queued_events)
         self._has_work.set()
         # Not shielded, and it need not be: cancelling this wait (a client gone) cancels only
         # the future; the rows stay queued or in flight and are committed with the others.
@@ -409,7 +411,8 @@ class IngestWriter:
                 continue
             self._flushing += 1
             try:
-                await self._flush(batch, slot)
+                with metrics.observe_flush(sum(len(pending.prepared) for pending in batch)):
+                    await self._flush(batch, slot)
             finally:
                 self._flushing -= 1
 
@@ -439,6 +442,7 @@ class IngestWriter:
             if prepared.parts:  # a wide request is flushed alone
                 break
         self._queued_events -= taken
+        metrics.set_ingest_queue(self._queued_events)
         if not self._queue and not self._closing:
             self._has_work.clear()
         return batch
@@ -452,11 +456,13 @@ class IngestWriter:
                 for pending in batch:
                     await self._flush([pending], slot)
                 return
+            metrics.record_flush_failure(sum(len(pending.prepared) for pending in batch))
             for pending in batch:
                 _resolve(pending, exc)
             return
         except Exception as exc:  # never leave a request waiting forever
             log.exception("ingest flush failed")
+            metrics.record_flush_failure(sum(len(pending.prepared) for pending in batch))
             for pending in batch:
                 _resolve(pending, ServiceUnavailable(f"ingest failed: {type(exc).__name__}"))
             return

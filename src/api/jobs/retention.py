@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.config import get_settings
+from src.api.metrics import instruments as metrics
 from src.api.rollups import activity
 from src.api.rollups.catalogue import CATALOGUE
 
@@ -71,7 +72,8 @@ async def trim_activity(conn: AsyncConnection) -> None:
 async def run_retention_loop(engine: AsyncEngine, every: float) -> None:
     while True:
         try:
-            dropped = await drop_old_chunks(engine)
+            with metrics.job_run("retention"):
+                dropped = await drop_old_chunks(engine)
             if dropped:
                 log.info("retention dropped_chunks=%d", dropped)
         except (DBAPIError, OSError) as exc:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from src.api.metrics import instruments as metrics
 from src.api.rollups import repository
 from src.api.rollups.catalogue import CATALOGUE, DAY, HOUR, floor_to
 
@@ -72,7 +73,8 @@ async def run_fold_loop(engine: AsyncEngine, every: float, *, rollups: bool) -> 
     masks, so folding often keeps those reads small; it is not needed for exactness."""
     while True:
         try:
-            folded = await fold(engine, rollups=rollups)
+            with metrics.job_run("fold"):
+                folded = await fold(engine, rollups=rollups)
             if folded:
                 log.debug("rollup fold changes=%d", folded)
         except (DBAPIError, OSError) as exc:
@@ -80,10 +82,18 @@ async def run_fold_loop(engine: AsyncEngine, every: float, *, rollups: bool) -> 
         await asyncio.sleep(every)
 
 
+def rollup_lag(marks: dict[str, datetime | None], now: datetime) -> float:
+    """Seconds the least advanced tier's watermark trails now (0 with no watermark yet)."""
+    known = [mark for mark in marks.values() if mark is not None]
+    return (now - min(known)).total_seconds() if known else 0.0
+
+
 async def run_rollup_loop(engine: AsyncEngine, every: float) -> None:
     while True:
         try:
-            await advance_tiers(engine)
+            with metrics.job_run("rollup"):
+                marks = await advance_tiers(engine)
+            metrics.set_job_lag("rollup", rollup_lag(marks, datetime.now(UTC)))
         except (DBAPIError, OSError) as exc:
             log.warning("rollup job failed: %s", type(exc).__name__)
         await asyncio.sleep(every)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
 
+from src.api.auth.dependencies import require_api_key
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
@@ -25,7 +26,8 @@ from src.api.stats.question import (
 )
 from src.api.stats.service import answer, iso
 
-router = APIRouter(prefix="/api/stats", tags=["stats"])
+# Behind X-API-Key when API_KEYS is set, like /stats/* (the dashboard asks for a key then).
+router = APIRouter(prefix="/api/stats", tags=["stats"], dependencies=[Depends(require_api_key)])
 
 _COMMON = ("site_id", "from", "to", "tz", "source", *FILTERS)
 _DIMENSIONS = (*DIMENSION_SQL, *SESSION_DIMENSIONS)
