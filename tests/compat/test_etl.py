@@ -89,7 +89,7 @@ async def test_run_sync_status_recent_sessions_and_daily_metrics(
     (metrics,) = [m for m in daily.json()["metrics"] if m["site_id"] == site]
     # v1: one session of 3 pageviews; v2: a bounce at 01:00 and a custom event at 03:00.
     assert metrics["sessions"] == 3 and metrics["visitors"] == 2 and metrics["pageviews"] == 4
-    assert metrics["bounces"] == 1 and metrics["bounce_rate"] == pytest.approx(1 / 3)
+    assert metrics["bounces"] == 1 and metrics["bounce_rate"] == pytest.approx(100 / 3)
     assert metrics["pages_per_session"] == pytest.approx(4 / 3)
     assert metrics["avg_session_duration"] == pytest.approx(540 / 3)
     assert (

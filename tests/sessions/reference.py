@@ -136,7 +136,7 @@ def daily(sessions: Iterable[Expected]) -> dict[tuple[str, date], dict[str, Any]
             "pageviews": sum(s.pageviews for s in items),
             "events": sum(s.events for s in items),
             "bounces": sum(s.bounce for s in items),
-            "bounce_rate": sum(s.bounce for s in items) / n,
+            "bounce_rate": 100 * sum(s.bounce for s in items) / n,
             "avg_session_duration": sum(s.duration for s in items) / n,
             "total_duration": sum(s.duration for s in items),
             "pages_per_session": sum(s.pageviews for s in items) / n,

@@ -41,7 +41,7 @@ def metrics(items: list[Expected]) -> dict[str, Any]:
     n = len(items)
     return {
         "visits": n,
-        "bounce_rate": sum(s.bounce for s in items) / n if n else None,
+        "bounce_rate": 100 * sum(s.bounce for s in items) / n if n else None,
         "visit_duration": sum(s.duration for s in items) / n if n else None,
         "views_per_visit": sum(s.pageviews for s in items) / n if n else None,
     }
@@ -92,6 +92,24 @@ async def test_session_metrics_equal_an_independent_count(
     for row in rows:
         close(row, metrics(by_day[row["bucket"]]))
 
+    # A session dimension counts the sessions' visitors and page views too (the dashboard asks).
+    entries = await client.get(
+        "/api/stats/breakdown",
+        params={**window, "dimension": "entry_page", "metrics": "visitors,pageviews", "limit": 100},
+    )
+    assert entries.status_code == 200, entries.text
+    by_entry: dict[Any, list[Expected]] = defaultdict(list)
+    for s in inside:
+        by_entry[s.entry_page].append(s)
+    got_entries = {r["entry_page"]: r for r in entries.json()["rows"]}
+    assert got_entries == {
+        page: {
+            "entry_page": page,
+            "visitors": len({s.visitor for s in items}),
+            "pageviews": sum(s.pageviews for s in items),
+        }
+        for page, items in by_entry.items()
+    }
     for dimension in ("entry_page", "exit_page", "utm_source", "utm_campaign", "os"):
         breakdown = await client.get(
             "/api/stats/breakdown",
@@ -109,7 +127,7 @@ async def test_session_metrics_equal_an_independent_count(
 
 async def test_session_questions_that_cannot_be_answered_are_422(client: httpx.AsyncClient) -> None:
     bad = [
-        ("/api/stats/breakdown", {"dimension": "entry_page", "metrics": "events"}),
+        ("/api/stats/breakdown", {"dimension": "entry_page", "metrics": "avg_duration"}),
         ("/api/stats/breakdown", {"dimension": "page", "metrics": "visits"}),
         ("/api/stats/timeseries", {"metrics": "visits", "page": "/"}),
         ("/api/stats/timeseries", {"metrics": "visitz"}),

@@ -337,7 +337,7 @@ _DAILY_SELECT = (
     " count(*)::int AS sessions,"
     " sum(pageviews)::bigint AS pageviews, sum(events)::bigint AS events,"
     " count(*) FILTER (WHERE bounce)::int AS bounces,"
-    " (count(*) FILTER (WHERE bounce))::float8 / count(*) AS bounce_rate,"
+    " 100 * (count(*) FILTER (WHERE bounce))::float8 / count(*) AS bounce_rate,"
     " avg(duration)::float8 AS avg_session_duration, sum(duration)::float8 AS total_duration,"
     " (sum(pageviews))::float8 / count(*) AS pages_per_session,"
     " now() AS updated_at FROM session s"
@@ -563,9 +563,16 @@ async def events_before(conn: AsyncConnection, moment: datetime) -> int:
 # Session metrics and their SQL over `session` rows (sums are exact; ratios of sums).
 SESSION_METRICS: dict[str, str] = {
     "visits": "count(*)",
-    "bounce_rate": "CASE WHEN count(*) > 0 THEN (count(*) FILTER (WHERE bounce))::float8 / count(*) END",
+    # A percentage, as Plausible's (and the dashboard's).
+    "bounce_rate": "CASE WHEN count(*) > 0 THEN 100 * (count(*) FILTER (WHERE bounce))::float8"
+    " / count(*) END",
     "visit_duration": "avg(duration)::float8",
     "views_per_visit": "CASE WHEN count(*) > 0 THEN (sum(pageviews))::float8 / count(*) END",
+    # Grouped by a session dimension, these count the sessions' own (Plausible's entry pages:
+    # unique visitors who entered there, and the page views of their visits).
+    "visitors": "count(DISTINCT visitor_hash)",
+    "pageviews": "COALESCE(sum(pageviews), 0)::bigint",
+    "events": "COALESCE(sum(events), 0)::bigint",
 }
 # Dimensions that only sessions have.
 SESSION_DIMENSIONS: dict[str, str] = {
@@ -590,7 +597,7 @@ SHARED_DIMENSIONS: dict[str, str] = {
 
 _TOTALS = {
     "visits": "COALESCE(sum(n), 0)::bigint",
-    "bounce_rate": "sum(bounces)::float8 / NULLIF(sum(n), 0)",
+    "bounce_rate": "100 * sum(bounces)::float8 / NULLIF(sum(n), 0)",
     "visit_duration": "sum(total)::float8 / NULLIF(sum(n), 0)",
     "views_per_visit": "sum(views)::float8 / NULLIF(sum(n), 0)",
 }

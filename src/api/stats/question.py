@@ -25,6 +25,9 @@ EVENT_METRICS: tuple[Metric, ...] = ("events", "pageviews", "visitors", "session
 # Read from the sessions job's table (src/api/sessions/), bucketed by the session's start.
 SESSION_METRICS: tuple[Metric, ...] = ("visits", "bounce_rate", "visit_duration", "views_per_visit")
 METRICS: tuple[Metric, ...] = (*EVENT_METRICS, *SESSION_METRICS)
+# Event metrics a session dimension also takes, counted over the sessions (their visitors,
+# the page views and events of those sessions).
+SESSION_COUNTABLE: tuple[Metric, ...] = ("visitors", "pageviews", "events")
 # Metrics that add up across rollup rows; the others need distinct counts over raw events.
 ADDITIVE: frozenset[str] = frozenset({"events", "pageviews", "avg_duration"})
 DISTINCT: frozenset[str] = frozenset({"visitors", "sessions"})

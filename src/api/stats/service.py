@@ -30,6 +30,7 @@ from src.api.stats.planner import Plan, raw_plan, tiered_plan
 from src.api.stats.question import (
     ADDITIVE,
     DISTINCT,
+    SESSION_COUNTABLE,
     SESSION_DIMENSIONS,
     SESSION_METRICS,
     SESSION_SHARED,
@@ -105,7 +106,9 @@ async def answer(
     if fill:
         _check_size(question)
     check_sessions(question)
-    only_sessions = all(m in SESSION_METRICS for m in question.metrics)
+    only_sessions = all(m in SESSION_METRICS for m in question.metrics) or any(
+        d in SESSION_DIMENSIONS for d in question.group_by
+    )
     # Session metrics read the sessions table alone: no plan over events to make.
     chosen = raw_plan(question) if only_sessions else await plan(session, timescale, question)
     await repository.use_zone(session, question.tz)
@@ -126,9 +129,12 @@ async def answer(
     # Every statement returns its groups in the order of the answer; only groups added to those
     # of an earlier statement (one the sums lacked, fill's empty buckets) call for a sort.
     ordered = True
-    wanted_additive = any(m in ADDITIVE for m in question.metrics)
-    wanted_sessions = [m for m in question.metrics if m in SESSION_METRICS]
-    wanted_distinct = any(m in DISTINCT for m in question.metrics) or bool(wanted_sessions)
+    wanted_additive = any(m in ADDITIVE for m in question.metrics) and not only_sessions
+    # Grouped by a session dimension, every metric is the sessions' own.
+    wanted_sessions = [m for m in question.metrics if m in SESSION_METRICS or only_sessions]
+    wanted_distinct = (any(m in DISTINCT for m in question.metrics) and not only_sessions) or bool(
+        wanted_sessions
+    )
     if wanted_additive:
         statement, runs = repository.additive_statement(
             chosen, dims, question.filters, bucketed=bucketed, site=site
@@ -141,7 +147,7 @@ async def answer(
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
     masks = _activity_params(question)
-    for metric in (m for m in question.metrics if m in DISTINCT):
+    for metric in (m for m in question.metrics if m in DISTINCT and not only_sessions):
         if masks is not None:
             statement = repository.activity_statement(
                 metric,
@@ -221,13 +227,16 @@ def check_sessions(question: Question) -> None:
     with session metrics only."""
     session_metrics = [m for m in question.metrics if m in SESSION_METRICS]
     session_dims = [d for d in question.group_by if d in SESSION_DIMENSIONS]
-    if session_dims and len(session_metrics) != len(question.metrics):
-        raise InvalidParameter(
-            ("query", "metrics"),
-            f"{session_dims[0]} is a session dimension: ask only session metrics"
-            f" ({', '.join(SESSION_METRICS)}) with it",
-            ",".join(question.metrics),
-        )
+    if session_dims:
+        for metric in question.metrics:
+            if metric not in SESSION_METRICS and metric not in SESSION_COUNTABLE:
+                raise InvalidParameter(
+                    ("query", "metrics"),
+                    f"{session_dims[0]} is a session dimension: ask session metrics"
+                    f" ({', '.join((*SESSION_METRICS, *SESSION_COUNTABLE))}) with it",
+                    metric,
+                )
+        session_metrics = list(question.metrics)
     if not session_metrics:
         return
     for name in question.group_by:
