@@ -38,3 +38,14 @@ ensure_chromium() {  # the browser tests (tests/dashboard, tests/tracker) drive 
     echo "[setup] no $browser: install Debian's chromium (apt-get install chromium) for the browser tests" >&2
   fi
 }
+
+ensure_redis_server() {  # the rate-limit tests start their own redis-server on a free port
+  command -v redis-server >/dev/null 2>&1 && return 0
+  echo "[setup] installing redis-server (the tests start their own)" >&2
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # Debian starts the packaged service; the tests need only the binary.
+  if command -v systemctl >/dev/null 2>&1; then $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+}

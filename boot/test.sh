@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$root"
 ensure_venv "$root/requirements-dev.txt"
 ensure_chromium
+ensure_redis_server
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
   export DATABASE_URL="$TEST_DATABASE_URL"
 else

@@ -6,6 +6,10 @@
     db revision -m MESSAGE     write the next revision file (--autogenerate: from the models)
     db check                   exit 1 if the database at head differs from the models
     import FILE                store the events of a CSV or NDJSON file (optionally gzipped)
+    keys create --name N --scopes S[,S] [--sites A,B] [--hourly-limit N]
+                               make an API key; prints it once (only its hash is stored)
+    keys list                  every key: id, prefix, name, scopes, sites, limit, last use
+    keys revoke ID             revoke a key (by id, or by its prefix when that is unique)
 
 Each group adds its own subparsers (see `_add_db_commands`, `_add_import_command`). The
 commands' output is their result, on stdout; progress and log lines (Alembic's "Running
@@ -19,13 +23,17 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from alembic.util import CommandError
 from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from src.api.auth import repository as key_repository
+from src.api.auth.keys import SCOPES, Scope
+from src.api.auth.service import KeyService
 from src.api.config import get_settings
 from src.api.db import migrate
 from src.api.db.engine import create_engine
@@ -202,11 +210,110 @@ def _add_import_command(groups: argparse._SubParsersAction[argparse.ArgumentPars
     command.set_defaults(handler=_import)
 
 
+async def _with_key_service(work: Callable[[KeyService, AsyncConnection], Awaitable[T]]) -> T:
+    settings = get_settings()
+    engine = create_engine(settings)
+    try:
+        await setup_database(engine, settings)  # a fresh database gets its tables first
+        async with engine.begin() as conn:
+            return await work(KeyService(engine, settings), conn)
+    finally:
+        await engine.dispose()
+
+
+def _scopes(text: str) -> list[Scope]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCOPES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"must be one or more of {', '.join(SCOPES)} (comma-separated)")
+    return [cast(Scope, name) for name in names]
+
+
+def _sites(text: str) -> list[str]:
+    names = [_site_id(name.strip()) for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("must name at least one site (leave --sites out for every site)")
+    return names
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or int(text) > 100_000_000:
+        raise argparse.ArgumentTypeError("must be a whole number of requests per hour (0: no limit)")
+    return int(text)
+
+
+def _describe(row: Any) -> str:
+    sites = ",".join(row.sites) if row.sites is not None else "*"
+    state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+    used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+    return (
+        f"{row.id} {row.prefix}… name={row.name} scopes={','.join(row.scopes)} sites={sites}"
+        f" hourly_limit={row.hourly_limit} last_used={used} {state}"
+    )
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    async def work(keys: KeyService, conn: AsyncConnection) -> tuple[str, Any]:
+        return await keys.create(conn, args.name, args.scopes, args.sites, args.hourly_limit)
+
+    key, row = asyncio.run(_with_key_service(work))
+    _out(key)
+    sys.stderr.write(f"{_describe(row)}\nthe key is shown only now: store it; the service keeps its hash\n")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    async def work(keys: KeyService, conn: AsyncConnection) -> Sequence[Any]:
+        return await key_repository.list_keys(conn)
+
+    for row in asyncio.run(_with_key_service(work)):
+        _out(_describe(row))
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    wanted: str = args.key
+
+    async def work(keys: KeyService, conn: AsyncConnection) -> Any:
+        rows = await key_repository.list_keys(conn)
+        matches = [r for r in rows if str(r.id) == wanted or r.prefix == wanted.rstrip("…")]
+        if len(matches) != 1:
+            return len(matches)
+        return await keys.revoke(conn, matches[0].id)
+
+    result = asyncio.run(_with_key_service(work))
+    if isinstance(result, int):
+        sys.stderr.write(f"python -m src.cli keys revoke: error: {result} keys match {wanted!r}\n")
+        return 2
+    _out(_describe(result))
+    return 0
+
+
+def _add_keys_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = groups.add_parser("keys", help="API keys: create, list, revoke")
+    commands = keys.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    create = commands.add_parser("create", help="make a key and print it (once)")
+    create.add_argument("--name", required=True, help="who or what holds it")
+    create.add_argument("--scopes", type=_scopes, required=True, help=f"comma-separated: {', '.join(SCOPES)}")
+    create.add_argument(
+        "--sites", type=_sites, default=None, help="comma-separated site ids (default: every site)"
+    )
+    create.add_argument(
+        "--hourly-limit", type=_limit, default=600, help="requests per hour (default 600; 0: no limit)"
+    )
+    create.set_defaults(handler=_keys_create)
+    commands.add_parser("list", help="every key, never its secret").set_defaults(handler=_keys_list)
+    revoke = commands.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key", help="the key's id, or its prefix")
+    revoke.set_defaults(handler=_keys_revoke)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m src.cli", description="event-analytics commands")
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     _add_db_commands(groups)
     _add_import_command(groups)
+    _add_keys_commands(groups)
     return parser
 
 

@@ -17,6 +17,9 @@ from fastapi.responses import ORJSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from src.api.auth.ratelimit import KeyRateLimiter, PostgresStorage, redis_storage
+from src.api.auth.router import router as keys_router
+from src.api.auth.service import KeyService
 from src.api.compat.collect import router as collect_router
 from src.api.compat.etl import router as etl_router
 from src.api.compat.interview import router as interview_router
@@ -37,6 +40,7 @@ from src.api.errors import (
     validation_error_handler,
 )
 from src.api.events.router import router as events_router
+from src.api.ingest.access import create_access
 from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
 from src.api.jobs.retention import run_retention_loop
@@ -46,6 +50,8 @@ from src.api.metrics.router import router as metrics_router
 from src.api.middleware import BodyGuard, BodyRefused, StripTrailingSlash, render_body_refused
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
 from src.api.sessions.service import run_session_loop
+from src.api.sites.cors import SiteCORS
+from src.api.sites.router import router as sites_router
 from src.api.stats.router import router as stats_router
 from src.api.system.router import router as system_router
 from src.api.tracker.router import router as tracker_router
@@ -55,7 +61,7 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    settings: Settings = getattr(app.state, "settings", None) or get_settings()
     configure_logging(settings)
     engine = create_engine(settings)
     metrics.watch_pool(engine)
@@ -64,7 +70,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     writer.start()
     app.state.engine = engine
     app.state.timescale = timescale
-    app.state.ingest = IngestService(writer, settings)
+    # Sites and keys (docs/sites.md): with nothing configured, all of it stays out of the way.
+    access = create_access(engine, settings)
+    authorizer = access.authorizer
+    remote = authorizer.remote
+    app.state.site_registry = authorizer.registry
+    app.state.site_authorizer = authorizer
+    app.state.keys = KeyService(engine, settings)
+    storage = redis_storage(settings.redis_url) if settings.redis_url else PostgresStorage(engine)
+    app.state.rate_limiter = KeyRateLimiter(storage)
+    app.state.ingest = IngestService(writer, settings, access)
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
     tune_garbage_collector()
     jobs: list[asyncio.Task[None]] = []
@@ -87,6 +102,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
         await writer.stop()
+        if remote is not None:
+            await remote.close()
         await engine.dispose()
 
 
@@ -122,13 +139,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for database_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, psycopg.Error):
         application.add_exception_handler(database_error, database_error_handler)
     application.add_exception_handler(Exception, unexpected_error_handler)
-    application.add_middleware(
-        CORSMiddleware,
-        allow_origins=list(settings.cors_origins),
-        allow_methods=["*"],
-        allow_headers=["*"],
-        allow_credentials=settings.cors_origins != ("*",),
-    )
+    application.state.settings = settings
+    if settings.site_authorization == "off":
+        application.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=settings.cors_origins != ("*",),
+        )
+    else:  # exactly the origins of authorized sites (and any CORS_ORIGINS listed)
+        application.add_middleware(SiteCORS, origins=settings.cors_origins)
     application.add_middleware(
         BodyGuard, max_bytes=settings.max_body_bytes, timeout=settings.body_read_timeout
     )
@@ -143,6 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(compat_stats_router)
     application.include_router(monitor_router)
     application.include_router(etl_router)
+    application.include_router(sites_router)
+    application.include_router(keys_router)
     application.include_router(metrics_router)
     application.include_router(tracker_router)
     application.include_router(dashboard_router)

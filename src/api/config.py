@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import Literal, TypedDict, TypeVar, cast
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +35,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Environment = Literal["development", "test", "staging", "production"]
+SiteAuthorization = Literal["off", "registry", "remote"]
+PrivacyLevel = Literal["standard", "hashed", "strict"]
+PRIVACY_LEVELS: tuple[PrivacyLevel, ...] = ("standard", "hashed", "strict")
 
 
 class SettingsError(ValueError):
@@ -208,6 +211,15 @@ class Settings:
     prometheus_multiproc_dir: str | None  # set: metrics are shared by gunicorn's workers
     docs_enabled: bool
     stats_statement_timeout: float
+    # Sites and keys (docs/sites.md). The defaults keep the service open and keyless.
+    site_authorization: SiteAuthorization = "off"
+    pixel_management_url: str | None = None  # required by SITE_AUTHORIZATION=remote
+    pixel_management_timeout: float = 2.0
+    site_cache_seconds: float = 60.0
+    default_privacy_level: PrivacyLevel = "standard"
+    secret_key: str | None = None  # HMAC key of stored API keys; needed to create or use them
+    admin_api_key: str | None = None
+    redis_url: str | None = None  # rate-limit counters; the database keeps them otherwise
 
     def retention_start(self, now: datetime) -> datetime | None:
         """The oldest event time the retention keeps at `now` (None: all are kept). Ingest
@@ -343,6 +355,83 @@ def _keys(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _http_url(text: str) -> str | None:
+    value = text.strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL such as https://pixels.example.com")
+    return value
+
+
+def _secret(minimum: int) -> Callable[[str], str | None]:
+    def parse(text: str) -> str | None:
+        value = text.strip()
+        if not value:
+            return None
+        if len(value) < minimum:
+            # Never echo a secret: the caller's SettingsError shows no value for these.
+            raise ValueError(f"must be at least {minimum} characters")
+        return value
+
+    return parse
+
+
+def _redis_url(text: str) -> str | None:
+    value = text.strip()
+    if not value:
+        return None
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _read_secret(name: str, minimum: int) -> str | None:
+    _, value = _raw((name,), "")
+    try:
+        return _secret(minimum)(value)
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
+
+
+class _SiteSettings(TypedDict):
+    site_authorization: SiteAuthorization
+    pixel_management_url: str | None
+    pixel_management_timeout: float
+    site_cache_seconds: float
+    default_privacy_level: PrivacyLevel
+    secret_key: str | None
+    admin_api_key: str | None
+    redis_url: str | None
+
+
+def _site_settings() -> _SiteSettings:
+    mode = cast(SiteAuthorization, _read("SITE_AUTHORIZATION", "off", _choice("off", "registry", "remote")))
+    url = _read("PIXEL_MANAGEMENT_URL", "", _http_url)
+    if mode == "remote" and url is None:
+        raise SettingsError("PIXEL_MANAGEMENT_URL", "must be set when SITE_AUTHORIZATION is remote")
+    redis_url = _raw(("REDIS_URL",), "")[1]
+    try:
+        parsed_redis = _redis_url(redis_url)
+    except ValueError as exc:
+        raise SettingsError("REDIS_URL", str(exc)) from None  # the URL may hold a password
+    return _SiteSettings(
+        **{
+            "site_authorization": mode,
+            "pixel_management_url": url,
+            "pixel_management_timeout": _read("PIXEL_MANAGEMENT_TIMEOUT", "2", _number(float, 0.05, 60)),
+            "site_cache_seconds": _read("SITE_CACHE_SECONDS", "60", _number(float, 0, 86400)),
+            "default_privacy_level": cast(
+                PrivacyLevel, _read("DEFAULT_PRIVACY_LEVEL", "standard", _choice(*PRIVACY_LEVELS))
+            ),
+            "secret_key": _read_secret("SECRET_KEY", 32),
+            "admin_api_key": _read_secret("ADMIN_API_KEY", 16),
+            "redis_url": parsed_redis,
+        }
+    )
+
+
 def _database_url() -> str:
     url: str = config("DATABASE_URL", default="")
     if not url:
@@ -410,6 +499,7 @@ def load_settings() -> Settings:
         prometheus_multiproc_dir=_read("PROMETHEUS_MULTIPROC_DIR", "", _directory),
         docs_enabled=_read("DOCS_ENABLED", "true", _boolean),
         stats_statement_timeout=_read("STATS_STATEMENT_TIMEOUT", "30", _number(float, 0, 86400)),
+        **_site_settings(),
     )
 
 

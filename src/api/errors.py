@@ -86,6 +86,12 @@ class InvalidParameter(AppError):
         super().__init__(f"{'.'.join(location)}: {message}", detail=detail)
 
 
+class TooManyRequests(AppError):
+    """A key over its hourly limit; carries Retry-After and the X-RateLimit-* headers."""
+
+    status_code = 429
+
+
 class UnreadableFile(AppError):
     """A file given to a command (`src.cli import`) cannot be opened or read on; the command
     exits with status 2, like a bad argument."""

@@ -166,4 +166,5 @@ async def test_etl_routes_that_change_data_need_a_key_when_keys_are_set(
     monkeypatch.setattr("src.api.auth.dependencies.get_settings", lambda: keyed)
     for route in ("/etl/run-sync", "/etl/run", "/etl/process/click", "/etl/cleanup"):
         assert (await client.post(route)).status_code == 401, route
-    assert (await client.get("/etl/status")).status_code == 200
+    assert (await client.get("/etl/status")).status_code == 401
+    assert (await client.get("/etl/status", headers={"x-api-key": "k1"})).status_code == 200

@@ -228,19 +228,30 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     after, relations_after = await contents(scratch.engine), await relations(scratch.engine)
     assert {name: after[name] for name in before} == before
     # What later revisions add is new: 0002 the late changes' table (Apache), empty; 0003 the
-    # activity masks, filled from the events already there, and their changes, empty.
+    # activity masks, filled from the events already there, and their changes, empty; 0006 the
+    # sites and keys tables, empty; 0007 the sessions' tables, empty until the job first runs
+    # (session_job: its one row).
     added = {
         name
         for name in set(after) - set(before)
         if not name.startswith("_timescaledb_internal.") and name not in ("chunks", "dimensions")
     }
     late = {"public.rollup_late"} if edition == "apache" else set()
-    # 0007 the sessions' tables, empty until the job first runs (session_job: its one row).
+    sites = {
+        f"public.{t}" for t in ("site", "site_attribution", "api_key", "privacy_salt", "rate_limit_counter")
+    }
     sessions = {
         f"public.{name}" for name in ("session", "session_change", "session_daily_metric", "session_run")
     }
-    assert added == {*late, "public.activity", "public.activity_late", *sessions, "public.session_job"}
-    assert all(after[name][0] == 0 for name in (*late, "public.activity_late", *sessions))
+    assert added == {
+        *late,
+        "public.activity",
+        "public.activity_late",
+        *sites,
+        *sessions,
+        "public.session_job",
+    }
+    assert all(after[name][0] == 0 for name in (*late, "public.activity_late", *sites, *sessions))
     assert after["public.activity"][0] > 0
     # Nothing was dropped and made again (with its rows copied, say): the same relations.
     assert {name: relations_after[name] for name in relations_before} == relations_before

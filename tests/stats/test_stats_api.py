@@ -50,6 +50,19 @@ async def test_summary_matches_the_rows(client: httpx.AsyncClient, dataset: tupl
     assert body["source"] in ("rollup", "rollup+raw")
 
 
+async def test_a_summary_of_no_events_is_zeros_on_every_path(
+    client: httpx.AsyncClient, dataset: tuple[str, list[Made]]
+) -> None:
+    nobody = f"empty-{uuid.uuid4().hex[:8]}"
+    answers = []
+    for source in ("auto", "raw"):
+        body = (await client.get("/api/stats/summary", params=window(site_id=nobody, source=source))).json()
+        body.pop("source")
+        answers.append(body)
+    assert answers[0] == answers[1]
+    assert answers[0]["events"] == 0 and answers[0]["visitors"] == 0
+
+
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu"])
 async def test_daily_timeseries_in_each_zone(
     client: httpx.AsyncClient, dataset: tuple[str, list[Made]], tz: str

@@ -27,7 +27,7 @@ async def collect(request: Request, ingest: IngestDep, context: RequestContextDe
     events = collect_events(body)
     batch_size_guard(len(events), settings.batch_max_events)
     # Custom events need no page: without path and url they are stored with the empty page.
-    first_id, count = await ingest_all_or_nothing(
+    first_id, count, client_id = await ingest_all_or_nothing(
         ingest, events, context, model=PagelessEventCreate, what="events"
     )
     return {
@@ -35,19 +35,22 @@ async def collect(request: Request, ingest: IngestDep, context: RequestContextDe
         "message": f"{count} event(s) received and stored",
         "events_processed": count,
         "event_id": str(first_id),
+        "client_id": client_id,  # as the replaced collector answered: whose site it is
         "timestamp": now_iso(),
     }
 
 
 @router.options("/collect")
-async def collect_preflight() -> Response:
-    # CORSMiddleware answers real preflights (with Origin); this answers bare OPTIONS probes.
-    return Response(
-        status_code=204,
-        headers={
-            "Allow": "POST, OPTIONS",
-            "Access-Control-Allow-Origin": "*",
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type",
-        },
-    )
+async def collect_preflight(request: Request) -> Response:
+    # The CORS middleware answers real preflights (with Origin); this answers bare OPTIONS
+    # probes — with `*` only while sites are not authorized (then any origin may send).
+    headers = {"Allow": "POST, OPTIONS"}
+    if request.app.state.settings.site_authorization == "off":
+        headers.update(
+            {
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type",
+            }
+        )
+    return Response(status_code=204, headers=headers)

@@ -1,5 +1,5 @@
 """The ETL system's routes (/etl/*), run by the sessions job (src/api/sessions/service.py).
-Routes that change data need X-API-Key when API_KEYS is set."""
+Once any key exists, the routes that change data need an admin key, the others a stats:read one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from src.api.auth.dependencies import ApiKeyDep
+from src.api.auth.dependencies import AdminDep, StatsReadDep
 from src.api.config import get_settings
 from src.api.db.engine import EngineDep
 from src.api.sessions import repository
@@ -128,13 +128,13 @@ def _answer(result: RunResult | None) -> RunAnswer:
 
 
 @router.post("/run-sync", response_model=RunAnswer)
-async def run_sync(engine: EngineDep, _key: ApiKeyDep, batch_size: BatchSize = 1000) -> RunAnswer:
+async def run_sync(engine: EngineDep, _key: AdminDep, batch_size: BatchSize = 1000) -> RunAnswer:
     """Runs the pipeline now (after a run in progress, if any) and answers when it is done."""
     return _answer(await run(engine, _config(), trigger="sync", batch_size=batch_size))
 
 
 @router.post("/run", response_model=StartAnswer, status_code=202)
-async def run_background(engine: EngineDep, _key: ApiKeyDep, batch_size: BatchSize = 1000) -> Any:
+async def run_background(engine: EngineDep, _key: AdminDep, batch_size: BatchSize = 1000) -> Any:
     started, run_id = await start_background(engine, _config(), batch_size=batch_size)
     if started:
         return StartAnswer(status="started", run_id=str(run_id), message="the run started in the background")
@@ -149,7 +149,7 @@ async def run_background(engine: EngineDep, _key: ApiKeyDep, batch_size: BatchSi
 @router.post("/process/{event_type}", response_model=RunAnswer)
 async def process_type(
     engine: EngineDep,
-    _key: ApiKeyDep,
+    _key: AdminDep,
     event_type: Annotated[QueryText, Path(max_length=128)],
     batch_size: BatchSize = 1000,
 ) -> RunAnswer:
@@ -160,7 +160,7 @@ async def process_type(
 
 
 @router.post("/calculate-daily-metrics", response_model=DailyAnswer)
-async def calculate_daily(engine: EngineDep, _key: ApiKeyDep, target_date: date) -> DailyAnswer:
+async def calculate_daily(engine: EngineDep, _key: AdminDep, target_date: date) -> DailyAnswer:
     check_year(target_date, "target_date")
     async with engine.begin() as conn:
         rows = await repository.recompute_day(conn, target_date)
@@ -170,7 +170,7 @@ async def calculate_daily(engine: EngineDep, _key: ApiKeyDep, target_date: date)
 
 
 @router.get("/status", response_model=StatusAnswer)
-async def status(engine: EngineDep) -> StatusAnswer:
+async def status(engine: EngineDep, _key: StatsReadDep) -> StatusAnswer:
     async with engine.connect() as conn:
         last = await repository.last_run(conn)
         pending = await repository.pending_by_type(conn)
@@ -192,6 +192,7 @@ async def status(engine: EngineDep) -> StatusAnswer:
 @router.get("/recent-sessions", response_model=list[SessionRow])
 async def recent_sessions(
     engine: EngineDep,
+    _key: StatsReadDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 5,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> list[SessionRow]:
@@ -203,7 +204,7 @@ async def recent_sessions(
 
 @router.post("/cleanup", response_model=CleanupAnswer)
 async def cleanup(
-    engine: EngineDep, _key: ApiKeyDep, retention_days: Annotated[int, Query(ge=1, le=36600)] = 90
+    engine: EngineDep, _key: AdminDep, retention_days: Annotated[int, Query(ge=1, le=36600)] = 90
 ) -> CleanupAnswer:
     """Drops whole chunks of raw events older than `retention_days` — never events the
     pipeline has not processed (at or after the watermark, or with a waiting change) — and

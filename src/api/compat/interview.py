@@ -1,11 +1,11 @@
 """POST /events: the interview API, {"events": [{event_id, occurred_at, user_id, event_type,
-properties}]}, behind X-API-Key when API_KEYS is set. Idempotent by (event_id, occurred_at)."""
+properties}]}, behind an `ingest` key once any key exists. Idempotent by (event_id, occurred_at)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from src.api.auth.dependencies import ApiKeyDep
+from src.api.auth.dependencies import IngestKeyDep
 from src.api.compat.service import InterviewEventCreate, ingest_all_or_nothing
 from src.api.config import get_settings
 from src.api.errors import InvalidParameter
@@ -17,9 +17,10 @@ router = APIRouter(tags=["compat"])
 
 @router.post("/events")
 async def post_events(
-    request: Request, ingest: IngestDep, context: RequestContextDep, _key: ApiKeyDep
+    request: Request, ingest: IngestDep, context: RequestContextDep, access: IngestKeyDep
 ) -> dict[str, object]:
     settings = get_settings()
+    context = access.ingest_context(context)
     body = await read_json_body(request)
     items = body.get("events") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from src.api.auth.dependencies import StatsReadDep
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
@@ -63,6 +64,7 @@ _RECENT = text(
 @router.get("/recent", response_model=list[RecentEvent], response_model_by_alias=True)
 async def recent_events(
     session: SessionDep,
+    _key: StatsReadDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> list[RecentEvent]:
@@ -82,6 +84,7 @@ async def recent_events(
 @router.get("/count", response_model=EventCount, response_model_by_alias=True)
 async def count_events(
     session: SessionDep,
+    _key: StatsReadDep,
     timescale: TimescaleDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,

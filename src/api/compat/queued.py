@@ -18,7 +18,7 @@ async def post_event(request: Request, ingest: IngestDep, context: RequestContex
     body = await read_json_body(request)
     if not isinstance(body, dict):
         raise InvalidParameter(("body",), "must be a JSON object", None)
-    event_id, _ = await ingest_all_or_nothing(
+    event_id, _, _ = await ingest_all_or_nothing(
         ingest, [queued_event(body)], context, model=PagelessEventCreate, what="event"
     )
     return {"status": "accepted", "event_id": str(event_id)}

@@ -128,15 +128,15 @@ async def ingest_all_or_nothing(
     *,
     model: type[EventCreate] = EventCreate,
     what: str = "events",
-) -> tuple[UUID, int]:
+) -> tuple[UUID, int, str | None]:
     """The older collectors have no per-item report: any invalid event makes the request a 422
-    naming each invalid event by index, and nothing of it is stored. Returns the first event's
-    id and the number of events."""
+    naming each invalid event by index (an unauthorized site: 403 naming it), and nothing of it
+    is stored. Returns the first event's id, the number of events and the first event's client."""
     validated, _ = await ingest.ingest_all(items, context, model)
     if validated.rejected:
         raise Unprocessable(validated.rejected, what)
     assert validated.first_id is not None  # callers never send an empty list
-    return validated.first_id, validated.count
+    return validated.first_id, validated.count, validated.first_client_id
 
 
 def now_iso() -> str:

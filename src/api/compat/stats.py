@@ -3,16 +3,16 @@
 - GET /stats?site_id=&date=YYYY-MM-DD: views are pageview events, users distinct user_id
   falling back to visitor_id, top 10 paths; no date means all retained time.
 - GET /stats/dau, /stats/top-events, /stats/retention: the interview API's shapes.
-When API_KEYS is set these routes need X-API-Key, like POST /events."""
+Once any API key exists these routes need a `stats:read` key, and answer only for its sites."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from src.api.auth.dependencies import require_api_key
+from src.api.auth.dependencies import Access, StatsReadDep
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
@@ -20,9 +20,24 @@ from src.api.rollups.catalogue import PAGEVIEW_TYPES, ceil_quarter
 from src.api.stats import repository
 from src.api.stats.params import QueryText, TimeRange, check_year
 from src.api.stats.question import Question
+from src.api.stats.router import readable_sites
 from src.api.stats.service import answer
 
-router = APIRouter(prefix="/stats", tags=["compat"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/stats", tags=["compat"])
+
+
+def _sites(scoped: dict[str, tuple[str, ...]]) -> list[str] | None:
+    return list(scoped["site_id"]) if "site_id" in scoped else None
+
+
+async def _scope(
+    session: SessionDep, access: Access, site_id: str | None, client_id: str | None
+) -> list[str] | None:
+    """The sites a raw question reads (None: every site), `site_id` included."""
+    scoped = _sites(await readable_sites(session, access, site_id, client_id))
+    if site_id is None:
+        return scoped
+    return [site_id] if scoped is None else [s for s in scoped if s == site_id] or [""]
 
 
 def _day_start(day: date) -> datetime:
@@ -43,9 +58,12 @@ def _days(start: date, end: date, start_name: str = "from_date", end_name: str =
 async def site_stats(
     session: SessionDep,
     timescale: TimescaleDep,
+    access: StatsReadDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    client_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     day: Annotated[date | None, Query(alias="date")] = None,
 ) -> dict[str, Any]:
+    scoped = await readable_sites(session, access, site_id, client_id)
     if day is not None:
         window = _days(day, day, "date", "date")
     else:
@@ -59,11 +77,11 @@ async def site_stats(
             metrics=("events",),
             group_by=("page",),
             site_id=site_id,
-            filters={"event_type": PAGEVIEW_TYPES},
+            filters={"event_type": PAGEVIEW_TYPES, **scoped},
         ),
     )
     top = sorted(paths.rows, key=lambda r: (-r["events"], r["page"]))[:10]
-    users = await repository.distinct_users(session, window.start, window.end, site_id)
+    users = await repository.distinct_users(session, window.start, window.end, site_id, _sites(scoped))
     return {
         "site_id": site_id,
         "date": day.isoformat() if day else None,
@@ -76,11 +94,15 @@ async def site_stats(
 @router.get("/dau")
 async def daily_active_users(
     session: SessionDep,
+    access: StatsReadDep,
     from_date: date,
     to: date,
+    site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    client_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> dict[str, list[dict[str, Any]]]:
     window = _days(from_date, to)
-    counts = await repository.daily_users(session, window.start, window.end)
+    sites = await _scope(session, access, site_id, client_id)
+    counts = await repository.daily_users(session, window.start, window.end, sites)
     days = (to - from_date).days + 1
     data = []
     for offset in range(days):
@@ -93,12 +115,17 @@ async def daily_active_users(
 async def top_events(
     session: SessionDep,
     timescale: TimescaleDep,
+    access: StatsReadDep,
     from_date: date,
     to: date,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    client_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> dict[str, list[dict[str, Any]]]:
     window = _days(from_date, to)
-    result = await answer(session, timescale, Question(window=window, group_by=("event_type",)))
+    scoped = await readable_sites(session, access, site_id, client_id)
+    question = Question(window=window, group_by=("event_type",), site_id=site_id, filters=scoped)
+    result = await answer(session, timescale, question)
     rows = sorted(result.rows, key=lambda r: (-r["events"], r["event_type"]))[:limit]
     return {"data": [{"event_type": r["event_type"], "count": r["events"]} for r in rows]}
 
@@ -106,17 +133,21 @@ async def top_events(
 @router.get("/retention")
 async def retention(
     session: SessionDep,
+    access: StatsReadDep,
     start_date: date,
     windows: Annotated[int, Query(ge=1, le=12)] = 3,
     window_type: Literal["week", "day"] = "week",
+    site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    client_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
     """The cohort is the users active in the window starting at start_date; retention_windows
     gives, for each of the `windows` windows after it, the percentage of the cohort active again."""
     check_year(start_date, "start_date")
     step = timedelta(weeks=1) if window_type == "week" else timedelta(days=1)
     start = _day_start(start_date)
+    sites = await _scope(session, access, site_id, client_id)
     counts = await repository.retention_counts(
-        session, start, start + step * (windows + 1), "1 week" if window_type == "week" else "1 day"
+        session, start, start + step * (windows + 1), "1 week" if window_type == "week" else "1 day", sites
     )
     cohort = counts.get(0, 0)
     if cohort == 0:

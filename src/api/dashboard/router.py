@@ -15,7 +15,9 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from src.api.auth.service import KeyService, environment_keys
 from src.api.config import get_settings
+from src.api.sites.service import SiteRegistry
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -43,13 +45,16 @@ def mount_static(app: FastAPI) -> None:
     app.mount(f"{STATIC_PATH}/{VERSION}", VersionedStaticFiles(directory=STATIC_DIR), name="dashboard-static")
 
 
-def _page(request: Request, site_id: str | None) -> HTMLResponse:
+async def _page(request: Request, site_id: str | None) -> HTMLResponse:
     root = request.scope.get("root_path", "")
+    keys: KeyService = request.app.state.keys
+    registry: SiteRegistry = request.app.state.site_registry
+    site = (await registry.sites()).get(site_id) if site_id else None
     config = {
         "site_id": site_id or "",
         "root": root,
-        "default_tz": "UTC",
-        "keys_required": bool(get_settings().api_keys),
+        "default_tz": site.timezone if site is not None else "UTC",  # a registered site's zone
+        "keys_required": await keys.required(environment_keys(get_settings())),
     }
     return templates.TemplateResponse(
         request,
@@ -66,9 +71,9 @@ def _page(request: Request, site_id: str | None) -> HTMLResponse:
 
 @router.get("/dashboard", response_class=HTMLResponse)
 async def dashboard(request: Request) -> HTMLResponse:
-    return _page(request, None)
+    return await _page(request, None)
 
 
 @router.get("/dashboard/{site_id}", response_class=HTMLResponse)
 async def site_dashboard(request: Request, site_id: SiteId) -> HTMLResponse:
-    return _page(request, site_id)
+    return await _page(request, site_id)

@@ -26,9 +26,12 @@ from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.schema import SchemaItem
 from sqlmodel import SQLModel
 
+import src.api.auth.models
 import src.api.events.models
+import src.api.privacy.models
 import src.api.rollups.models
-import src.api.sessions.models  # noqa: F401
+import src.api.sessions.models
+import src.api.sites.models  # noqa: F401
 from src.api.config import Settings
 from src.api.rollups.catalogue import CATALOGUE
 from src.api.rollups.models import RollupWatermark

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import ORJSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from src.api.auth.dependencies import AdminDep, IngestKeyDep, StatsReadDep
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter, NotFound
@@ -103,8 +105,11 @@ router.add_api_route(
 
 
 @router.post("/batch", response_model=BatchResult)
-async def create_events(request: Request, ingest: IngestDep, context: RequestContextDep) -> BatchResult:
+async def create_events(
+    request: Request, ingest: IngestDep, context: RequestContextDep, access: IngestKeyDep
+) -> BatchResult:
     settings = get_settings()
+    context = access.ingest_context(context)
     body = await read_json_body(request)
     items = body.get("events") if isinstance(body, dict) else None
     if not isinstance(items, list):
@@ -118,6 +123,7 @@ async def create_events(request: Request, ingest: IngestDep, context: RequestCon
 async def read_event_buckets(
     session: SessionDep,
     timescale: TimescaleDep,
+    access: StatsReadDep,
     duration: Annotated[QueryText, Query(max_length=32)] = "1 day",
     pages: Annotated[list[QueryText] | None, Query(max_length=200)] = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
@@ -126,20 +132,37 @@ async def read_event_buckets(
     interval = parse_interval(duration, "duration")
     window = parse_range(start, end)
     return await page_os_buckets(
-        session, timescale, interval, window, list(pages) if pages else list(DEFAULT_PAGES)
+        session,
+        timescale,
+        interval,
+        window,
+        list(pages) if pages else list(DEFAULT_PAGES),
+        sites=access.sites,
     )
 
 
 @router.get("/{event_id:event_id}", response_model=EventPublic)
-async def read_event(event_id: uuid.UUID, session: SessionDep) -> EventPublic:
+async def read_event(event_id: uuid.UUID, session: SessionDep, access: StatsReadDep) -> EventPublic:
     event = await repository.get_event(session, event_id, get_settings().stored_since(datetime.now(UTC)))
     if event is None:
         raise NotFound(f"Event {event_id} not found")
+    access.check_site(event.site_id)  # it holds the visitor's address and User-Agent
     return EventPublic.model_validate(event, from_attributes=True)
 
 
-@router.delete("/{event_id:event_id}")
-async def delete_event(event_id: uuid.UUID, session: SessionDep, timescale: TimescaleDep) -> dict[str, str]:
+class DeleteResult(BaseModel):
+    detail: str
+
+
+@router.delete("/{event_id:event_id}", response_model=DeleteResult)
+async def delete_event(
+    event_id: uuid.UUID, session: SessionDep, timescale: TimescaleDep, access: AdminDep
+) -> dict[str, str]:
+    if access.sites is not None:
+        event = await repository.get_event(session, event_id, get_settings().stored_since(datetime.now(UTC)))
+        if event is None:
+            raise NotFound(f"Event {event_id} not found")
+        access.check_site(event.site_id)
     deleted = await repository.delete_event(
         session,
         event_id,

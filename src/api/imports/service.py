@@ -31,6 +31,7 @@ from src.api.db.timescale import setup_database
 from src.api.errors import AppError, BadRequest, ServiceUnavailable, UnreadableFile
 from src.api.events.schemas import EventCreate
 from src.api.imports.reader import EventFile, FieldError, Record
+from src.api.ingest.access import create_access
 from src.api.ingest.rows import RequestContext
 from src.api.ingest.service import IngestService, create_writer
 from src.api.ingest.writer import EventRow, PreparedRows, WriteResult, prepare_rows
@@ -117,11 +118,18 @@ class _Batches:
     """Reads and validates the next batch of records. Runs in a worker thread, one call at a
     time (the records are a generator over the open file)."""
 
-    def __init__(self, records: Iterator[Record], ingest: IngestService, options: ImportOptions) -> None:
+    def __init__(
+        self,
+        records: Iterator[Record],
+        ingest: IngestService,
+        options: ImportOptions,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self._records = records
         self._ingest = ingest
         self._options = options
         self._failure: UnreadableFile | None = None
+        self._loop = loop  # where site decisions are made (they are async; this is a thread)
 
     def next(self) -> _Batch | None:
         if self._failure is not None:
@@ -167,7 +175,12 @@ class _Batches:
         rows: list[EventRow] = []
         row_lines: list[int] = []
         for model, (items, lines) in groups.items():
-            valid, rejected = self._ingest.validate_items(items, context, model)
+            # Site authorization and privacy levels, as on every ingest route (none while off).
+            access = None
+            if self._ingest.access is not None and self._loop is not None:
+                prepared = self._ingest.prepare_access(items, context)
+                access = asyncio.run_coroutine_threadsafe(prepared, self._loop).result()
+            valid, rejected = self._ingest.validate_items(items, context, model, access)
             refused = {r.index for r in rejected}
             rows.extend(valid)  # in item order, the rejected left out
             row_lines.extend(line for index, line in enumerate(lines) if index not in refused)
@@ -214,7 +227,7 @@ async def import_records(
     options = options or ImportOptions()
     report = ImportReport()
     started = time.monotonic()
-    batches = _Batches(records, ingest, options)
+    batches = _Batches(records, ingest, options, asyncio.get_running_loop())
     waiting: deque[tuple[_Batch, asyncio.Task[WriteResult]]] = deque()
 
     def notify() -> None:
@@ -271,9 +284,13 @@ async def import_file(
         timescale = await setup_database(engine, settings)
         writer = create_writer(engine, settings, timescale)
         writer.start()
+        access = create_access(engine, settings)
         try:
-            return await import_records(events.records(), IngestService(writer, settings), options, progress)
+            ingest = IngestService(writer, settings, access)
+            return await import_records(events.records(), ingest, options, progress)
         finally:
             await writer.stop()
+            if access.authorizer.remote is not None:
+                await access.authorizer.remote.close()
     finally:
         await engine.dispose()

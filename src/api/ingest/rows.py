@@ -32,6 +32,8 @@ class RequestContext:
     client_ip: str | None
     received_at: datetime
     trusted: bool = False  # the body's ip_address is believed (trusted proxy or ingest key)
+    origin: str | None = None  # a browser's Origin header: checked against the site's hostnames
+    key_sites: frozenset[str] | None = None  # the ingest key's sites (None: any, or no key)
 
 
 def time_bounds(now: datetime) -> tuple[datetime, datetime]:

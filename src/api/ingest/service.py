@@ -23,9 +23,11 @@ from src.api.db.schema import TimescaleInfo
 from src.api.errors import BadRequest, ServiceUnavailable
 from src.api.events.enrichment import valid_ip
 from src.api.events.schemas import BatchRejected, BatchResult, EventCreate
+from src.api.ingest.access import IngestAccess, RequestAccess, refusal_error, refusal_item_errors, site_ids_of
 from src.api.ingest.rows import RequestContext, build_row, fast_row, row_to_dict, time_bounds
 from src.api.ingest.writer import EventRow, IngestWriter, PreparedRows, WriteResult, prepare_rows
 from src.api.metrics import instruments as metrics
+from src.api.sites.service import SiteRefusal
 
 __all__ = [
     "BatchOutcome",
@@ -98,7 +100,7 @@ async def request_context(request: Request) -> RequestContext:
 def context_of_scope(scope: Scope) -> RequestContext:
     # One pass over the raw headers: every request pays for this, and starlette's Headers
     # scans the whole list again for each lookup.
-    user_agent = forwarded = real_ip = api_key = None
+    user_agent = forwarded = real_ip = api_key = origin = None
     for name, value in scope["headers"]:
         if name == b"user-agent":
             user_agent = value.decode("latin-1")
@@ -110,6 +112,8 @@ def context_of_scope(scope: Scope) -> RequestContext:
             real_ip = value.decode("latin-1")
         elif name == b"x-api-key":
             api_key = value
+        elif name == b"origin":
+            origin = value.decode("latin-1")
     client = scope.get("client")
     peer = client[0] if client else None
     settings = get_settings()
@@ -124,6 +128,7 @@ def context_of_scope(scope: Scope) -> RequestContext:
         client_ip=_client_ip(peer, forwarded, real_ip, proxies),
         received_at=datetime.now(UTC),
         trusted=trusted,
+        origin=origin,
     )
 
 
@@ -155,6 +160,8 @@ class ValidatedItems:
     prepared: PreparedRows
     rejected: list[BatchRejected]
     first_id: uuid.UUID | None  # the id of the first valid item
+    first_client_id: str | None = None  # its client company (null while sites are not authorized)
+    refused: tuple[SiteRefusal, ...] = ()  # items site authorization refused (also in `rejected`)
 
     @property
     def count(self) -> int:
@@ -183,9 +190,11 @@ class IngestService:
     into) are bounded by the body guard's budget (src/api/ingest/budget.py).
     """
 
-    def __init__(self, writer: IngestWriter, settings: Settings) -> None:
+    def __init__(self, writer: IngestWriter, settings: Settings, access: IngestAccess | None = None) -> None:
         self.writer = writer
         self.settings = settings
+        # Site authorization and privacy (src/api/ingest/access.py); None when neither is on.
+        self.access = access if access is not None and access.active else None
         self.max_in_flight = settings.ingest_queue_max_events
         self.in_flight = 0
 
@@ -211,13 +220,23 @@ class IngestService:
 
     # --- validation ------------------------------------------------------------------------
 
+    async def prepare_access(self, items: Sequence[object], context: RequestContext) -> RequestAccess | None:
+        """The request's site decisions, made before its items are validated."""
+        if self.access is None:
+            return None
+        return await self.access.prepare(site_ids_of(items), context)
+
     def validate_items(
         self,
         items: Sequence[object],
         context: RequestContext,
         model: type[EventCreate] = EventCreate,
+        access: RequestAccess | None = None,
     ) -> tuple[list[EventRow], list[BatchRejected]]:
-        """Rows for the valid items and, by index, why the others were rejected."""
+        """Rows for the valid items and, by index, why the others were rejected (invalid, or
+        refused by site authorization: `access`)."""
+        if access is not None:
+            return self._admit(*self.validate_items(items, context, model), access)
         adapter = _adapter(model)
         fast = model is EventCreate
         earliest, latest = time_bounds(context.received_at)
@@ -240,12 +259,52 @@ class IngestService:
             rows.append(build_row(event, context))
         return rows, rejected
 
+    def _admit(
+        self, rows: list[EventRow], rejected: list[BatchRejected], access: RequestAccess
+    ) -> tuple[list[EventRow], list[BatchRejected]]:
+        """The rows `access` admits; the refused join the rejected, by their item's index."""
+        if not rows:
+            return rows, rejected
+        # Rows keep their items' order, so an item's index is found by skipping the rejected.
+        rejected_at = {r.index for r in rejected}
+        admitted: list[EventRow] = []
+        refused: list[BatchRejected] = []
+        index = -1
+        for row in rows:
+            index += 1
+            while index in rejected_at:
+                index += 1
+            result = access.admit(row)
+            if isinstance(result, tuple):
+                admitted.append(result)
+            else:
+                access.refused.append(result)
+                refused.append(BatchRejected(index=index, errors=refusal_item_errors(result)))
+                if result.status_code == 503:
+                    access.finish()
+                    raise refusal_error(result)  # nothing unattributed is stored: retry all
+        access.finish()
+        if refused:
+            rejected = sorted([*rejected, *refused], key=lambda r: r.index)
+        return admitted, rejected
+
     def _validate_and_prepare(
-        self, items: Sequence[object], context: RequestContext, model: type[EventCreate]
+        self,
+        items: Sequence[object],
+        context: RequestContext,
+        model: type[EventCreate],
+        access: RequestAccess | None,
     ) -> ValidatedItems:
-        rows, rejected = self.validate_items(items, context, model)
+        rows, rejected = self.validate_items(items, context, model, access)
         first_id = rows[0][0] if rows else None
-        return ValidatedItems(prepared=prepare_rows(rows), rejected=rejected, first_id=first_id)
+        first_client = rows[0][22] if rows else None
+        return ValidatedItems(
+            prepared=prepare_rows(rows),
+            rejected=rejected,
+            first_id=first_id,
+            first_client_id=first_client,
+            refused=tuple(access.refused) if access is not None else (),
+        )
 
     async def validate(
         self,
@@ -253,18 +312,28 @@ class IngestService:
         context: RequestContext,
         model: type[EventCreate] = EventCreate,
     ) -> ValidatedItems:
-        """Validate, enrich and encode for COPY; large batches in a thread so the event loop
-        keeps serving other requests meanwhile."""
+        """Validate, authorize, enrich and encode for COPY; large batches in a thread so the
+        event loop keeps serving other requests meanwhile."""
+        access = await self.prepare_access(items, context)
         if len(items) < _INLINE_ITEMS:
-            return self._validate_and_prepare(items, context, model)
-        return await asyncio.to_thread(self._validate_and_prepare, items, context, model)
+            return self._validate_and_prepare(items, context, model, access)
+        return await asyncio.to_thread(self._validate_and_prepare, items, context, model, access)
 
     # --- writing ---------------------------------------------------------------------------
 
     async def ingest_one(self, event: EventCreate, context: RequestContext) -> tuple[EventRow, bool]:
         """The stored row, and whether it is new (False: that id and time were stored before)."""
-        row = build_row(event, context)
+        row = await self.admit_one(build_row(event, context), context)
         return row, await self.store_one(row)
+
+    async def admit_one(self, row: EventRow, context: RequestContext) -> EventRow:
+        """The row as site authorization and privacy let it be stored, or 403 / 503."""
+        if self.access is None:
+            return row
+        access = await self.access.prepare((row[2],), context)
+        (admitted,) = access.admit_all((row,))
+        access.finish()
+        return admitted
 
     async def store_one(self, row: EventRow) -> bool:
         """Commit one row; whether it is new."""
@@ -296,6 +365,9 @@ class IngestService:
         and the caller reports `rejected`."""
         with self.holding(len(items)):
             validated = await self.validate(items, context, model)
+            if validated.refused:
+                # An all-or-nothing request with a refused item is refused whole, naming the site.
+                raise refusal_error(validated.refused[0])
             if validated.rejected:
                 metrics.record_rejected(len(items))  # all or nothing: every item is refused
                 return validated, WriteResult(inserted=())

@@ -57,6 +57,8 @@ def single_event_app(route_app: ASGIApp) -> ASGIApp:
             await route_app(scope, _replay(body, receive), send)
             return
         ingest: IngestService = scope["app"].state.ingest
+        if ingest.access is not None:
+            row = await ingest.admit_one(row, context)
         await ingest.store_one(row)
         payload = orjson.dumps(row_to_dict(row))
         await send(

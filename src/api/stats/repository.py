@@ -276,13 +276,16 @@ async def use_zone(session: AsyncSession, tz: str) -> None:
     )
 
 
+# `sites`: NULL for every site, else the sites a question may read (an API key's, a client's).
+_IN_SITES = " AND (CAST(:sites AS text[]) IS NULL OR site_id = ANY(CAST(:sites AS text[])))"
 _USERS_SQL = text(
     f"SELECT count(DISTINCT {USER_KEY}) FROM event"
     " WHERE time >= :start AND time < :end AND (CAST(:site_id AS text) IS NULL OR site_id = :site_id)"
+    + _IN_SITES
 )
 _DAILY_USERS_SQL = text(
     f"SELECT time_bucket(INTERVAL '1 day', time) AS day, count(DISTINCT {USER_KEY}) AS users FROM event"
-    " WHERE time >= :start AND time < :end GROUP BY day ORDER BY day"
+    f" WHERE time >= :start AND time < :end{_IN_SITES} GROUP BY day ORDER BY day"
 )
 # Users active in each window: window 0 is the cohort, later windows count its returners.
 _RETENTION_SQL = text(f"""
@@ -290,24 +293,38 @@ WITH activity AS (
     SELECT DISTINCT {USER_KEY} AS user_key,
            floor(extract(epoch FROM time - :start) / extract(epoch FROM CAST(:window AS interval)))::int AS n
     FROM event
-    WHERE time >= :start AND time < :end AND {USER_KEY} IS NOT NULL
+    WHERE time >= :start AND time < :end AND {USER_KEY} IS NOT NULL{_IN_SITES}
 ), cohort AS (SELECT user_key FROM activity WHERE n = 0)
 SELECT a.n, count(*) AS users FROM activity a JOIN cohort c USING (user_key) GROUP BY a.n ORDER BY a.n
 """)
 
 
-async def distinct_users(session: AsyncSession, start: datetime, end: datetime, site_id: str | None) -> int:
-    result = await session.execute(_USERS_SQL, {"start": start, "end": end, "site_id": site_id})
+async def distinct_users(
+    session: AsyncSession,
+    start: datetime,
+    end: datetime,
+    site_id: str | None,
+    sites: Sequence[str] | None = None,
+) -> int:
+    params = {"start": start, "end": end, "site_id": site_id, "sites": _array(sites)}
+    result = await session.execute(_USERS_SQL, params)
     return int(result.scalar_one())
 
 
-async def daily_users(session: AsyncSession, start: datetime, end: datetime) -> dict[datetime, int]:
-    result = await session.execute(_DAILY_USERS_SQL, {"start": start, "end": end})
+async def daily_users(
+    session: AsyncSession, start: datetime, end: datetime, sites: Sequence[str] | None = None
+) -> dict[datetime, int]:
+    result = await session.execute(_DAILY_USERS_SQL, {"start": start, "end": end, "sites": _array(sites)})
     return {row.day: int(row.users) for row in result}
 
 
+def _array(sites: Sequence[str] | None) -> list[str] | None:
+    return list(sites) if sites is not None else None
+
+
 async def retention_counts(
-    session: AsyncSession, start: datetime, end: datetime, window: str
+    session: AsyncSession, start: datetime, end: datetime, window: str, sites: Sequence[str] | None = None
 ) -> dict[int, int]:
-    result = await session.execute(_RETENTION_SQL, {"start": start, "end": end, "window": window})
+    params = {"start": start, "end": end, "window": window, "sites": _array(sites)}
+    result = await session.execute(_RETENTION_SQL, params)
     return {int(row.n): int(row.users) for row in result}

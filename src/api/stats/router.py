@@ -6,12 +6,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import ORJSONResponse
 
-from src.api.auth.dependencies import require_api_key
+from src.api.auth.dependencies import Access, StatsReadDep
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
+from src.api.sites.repository import client_site_ids
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
 from src.api.stats.question import (
     DIMENSION_SQL,
@@ -24,19 +25,41 @@ from src.api.stats.question import (
     check_query_names,
     parse_names,
 )
-from src.api.stats.service import answer, iso
+from src.api.stats.service import answer, iso, site_filter
 
-# Behind X-API-Key when API_KEYS is set, like /stats/* (the dashboard asks for a key then).
-router = APIRouter(prefix="/api/stats", tags=["stats"], dependencies=[Depends(require_api_key)])
+# Each route needs a stats:read key for what it reads once any key exists (StatsReadDep, in
+# base_question or the route), like /stats/* (the dashboard asks for a key then).
+router = APIRouter(prefix="/api/stats", tags=["stats"])
 
-_COMMON = ("site_id", "from", "to", "tz", "source", *FILTERS)
+_COMMON = ("site_id", "client_id", "from", "to", "tz", "source", *FILTERS)
 _DIMENSIONS = (*DIMENSION_SQL, *SESSION_DIMENSIONS)
 TextList = Annotated[list[QueryText] | None, Query(max_length=200)]
 
 
+async def readable_sites(
+    session: SessionDep, access: Access, site_id: str | None, client_id: str | None
+) -> dict[str, tuple[str, ...]]:
+    """The `site_id` filter that keeps a question to what it may read: the key's sites (403 when
+    it asks for another), and with `client_id` the client's sites. {} when nothing restricts it."""
+    if site_id is not None:
+        access.check_site(site_id)
+    allowed = access.sites
+    if client_id is not None:
+        owned = frozenset(await client_site_ids(session, client_id))
+        allowed = owned if allowed is None else allowed & owned
+    if allowed is None:
+        return {}
+    if site_id is not None:
+        return {} if site_id in allowed else {"site_id": site_filter(())}
+    return {"site_id": site_filter(allowed)}
+
+
 async def base_question(
     request: Request,
+    session: SessionDep,
+    access: StatsReadDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    client_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
     tz: Annotated[QueryText | None, Query(max_length=64)] = None,
@@ -59,6 +82,7 @@ async def base_question(
         "referrer_domain": referrer_domain,
     }
     filters = {name: tuple(v) for name, v in values.items() if v}
+    filters.update(await readable_sites(session, access, site_id, client_id))
     return Question(
         window=parse_range(start, end, zone), tz=zone, filters=filters, site_id=site_id, source=source
     )
@@ -78,6 +102,7 @@ def _window(question: Question) -> dict[str, str]:
 @router.get("/timeseries")
 async def timeseries(
     request: Request,
+    response: Response,
     session: SessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
@@ -98,13 +123,15 @@ async def timeseries(
     # Thousands of rows: encoded by orjson straight away (buckets are zoned datetimes, written
     # in ISO 8601 with their offset), not walked by FastAPI's encoder first.
     return ORJSONResponse(
-        {"interval": bucket.sql, **_window(question), "source": result.source, "rows": result.rows}
+        {"interval": bucket.sql, **_window(question), "source": result.source, "rows": result.rows},
+        headers=dict(response.headers),  # what dependencies set (a key's X-RateLimit-*)
     )
 
 
 @router.get("/breakdown")
 async def breakdown(
     request: Request,
+    response: Response,
     session: SessionDep,
     timescale: TimescaleDep,
     base: BaseQuestion,
@@ -124,7 +151,10 @@ async def breakdown(
     result = await answer(session, timescale, question)
     first = chosen[0]
     rows = sorted(result.rows, key=lambda r: (-(r[first] or 0), str(r[name])))[:limit]
-    return ORJSONResponse({"dimension": name, **_window(question), "source": result.source, "rows": rows})
+    return ORJSONResponse(
+        {"dimension": name, **_window(question), "source": result.source, "rows": rows},
+        headers=dict(response.headers),  # what dependencies set (a key's X-RateLimit-*)
+    )
 
 
 @router.get("/summary")
@@ -144,14 +174,17 @@ async def realtime(
     request: Request,
     session: SessionDep,
     timescale: TimescaleDep,
+    access: StatsReadDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
+    client_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
-    check_query_names(request.query_params, ("site_id",))
+    check_query_names(request.query_params, ("site_id", "client_id"))
     now = datetime.now(UTC)
     question = Question(
         window=parse_range(now - timedelta(minutes=5), now + timedelta(microseconds=1)),
         metrics=("visitors", "events"),
         site_id=site_id,
+        filters=await readable_sites(session, access, site_id, client_id),
         source="raw",
     )
     result = await answer(session, timescale, question)

@@ -8,7 +8,7 @@ rows."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -140,6 +140,10 @@ async def answer(
             chosen, dims, question.filters, bucketed=bucketed, site=site
         )
         sums = await repository.rows(session, statement, {**params, **runs})
+        if not bucketed and not dims:
+            # A total over no rows at all is one row of NULL sums: the row of zeros below, as
+            # the raw path answers.
+            sums = [row for row in sums if row[shape.width] is not None]
         if not wanted_distinct and not (fill and bucketed) and (sums or bucketed or dims):
             # The statement's rows are the answer, one group each, already in order. (A summary
             # with no events at all still gets its row of zeros below.)
@@ -333,6 +337,13 @@ class _Shape:
         return dict(zip(self.names, self.pick((*values, 0) if self.pad else values), strict=True))
 
 
+def site_filter(sites: Iterable[str]) -> tuple[str, ...]:
+    """A `site_id` filter value for a set of sites. An empty set must match nothing, and a filter
+    with no values filters nothing: the empty name stands in, as no site is named "" (site_id
+    is at least one character)."""
+    return tuple(sorted(sites)) or ("",)
+
+
 def iso(value: datetime, tz: str) -> str:
     return value.astimezone(ZoneInfo(tz)).isoformat()
 
@@ -343,14 +354,20 @@ async def page_os_buckets(
     interval: BucketInterval,
     window: TimeRange,
     pages: Sequence[str],
+    *,
+    sites: Iterable[str] | None = None,
 ) -> list[EventBucket]:
-    """The original GET /api/events/ question, answered by the same engine."""
+    """The original GET /api/events/ question, answered by the same engine; `sites` limits it
+    to those sites (an API key's)."""
+    filters: dict[str, tuple[str, ...]] = {"page": tuple(pages)}
+    if sites is not None:
+        filters["site_id"] = site_filter(sites)
     question = Question(
         window=window,
         interval=interval,
         metrics=("events", "avg_duration"),
         group_by=("page", "operating_system"),
-        filters={"page": tuple(pages)},
+        filters=filters,
     )
     result = await answer(session, timescale, question)
     return [

@@ -21,7 +21,7 @@ from src.api.rollups import schema as rollup_schema
 from src.api.rollups.catalogue import CATALOGUE
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

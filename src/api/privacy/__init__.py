@@ -1,0 +1,1 @@
+"""Privacy levels: visitor hashes with daily salts, PII redaction (docs/sites.md)."""

@@ -1,0 +1,1 @@
+"""Sites: the registry of client companies' domains, site authorization at ingest, CORS."""
