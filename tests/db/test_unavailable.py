@@ -48,6 +48,7 @@ READ_ROUTES: list[tuple[str, str]] = [
     ("GET", f"/stats/retention?start_date={DAY}"),
     ("GET", "/events/recent"),
     ("GET", "/events/count"),
+    ("GET", "/etl/recent-sessions"),
 ]
 # The sites and keys admin routes read the database too, but behind an admin key that a keyless
 # service answers 401 to first; tests/sites/test_unavailable_admin.py covers their 503.

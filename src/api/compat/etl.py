@@ -13,10 +13,11 @@ from pydantic import BaseModel
 
 from src.api.auth.dependencies import AdminDep, StatsReadDep
 from src.api.config import get_settings
-from src.api.db.engine import EngineDep
+from src.api.db.engine import EngineDep, SessionDep
 from src.api.sessions import repository
 from src.api.sessions.service import RunResult, SessionSettings, run, start_background
 from src.api.stats.params import QueryText, check_year
+from src.api.stats.router import readable_sites
 
 router = APIRouter(prefix="/etl", tags=["etl"])
 BatchSize = Annotated[int, Query(ge=1, le=100_000)]
@@ -192,13 +193,16 @@ async def status(engine: EngineDep, _key: StatsReadDep) -> StatusAnswer:
 @router.get("/recent-sessions", response_model=list[SessionRow])
 async def recent_sessions(
     engine: EngineDep,
-    _key: StatsReadDep,
+    session: SessionDep,
+    access: StatsReadDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 5,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> list[SessionRow]:
     since = get_settings().stored_since(datetime.now(UTC)) - timedelta(days=1)
+    scoped = await readable_sites(session, access, site_id or None, None)
+    sites = list(scoped["site_id"]) if "site_id" in scoped else None
     async with engine.connect() as conn:
-        rows = await repository.recent_sessions(conn, limit, since, site_id or None)
+        rows = await repository.recent_sessions(conn, limit, since, site_id or None, sites)
     return [SessionRow.model_validate(r) for r in rows]
 
 

@@ -17,6 +17,7 @@ from src.api.errors import InvalidParameter
 from src.api.rollups.catalogue import ceil_quarter
 from src.api.stats.params import QueryText, TimeRange, check_year
 from src.api.stats.question import Question
+from src.api.stats.router import readable_sites
 from src.api.stats.service import answer
 
 router = APIRouter(prefix="/events", tags=["compat"])
@@ -57,6 +58,7 @@ _RECENT = text(
     "SELECT id, event_type, session_id, visitor_id, site_id, url, page AS path, properties AS event_data,"
     " time, client_id, received_at AS created_at FROM event"
     " WHERE time >= :since AND time < :until AND (CAST(:site_id AS text) IS NULL OR site_id = :site_id)"
+    " AND (CAST(:sites AS text[]) IS NULL OR site_id = ANY(CAST(:sites AS text[])))"
     " ORDER BY received_at DESC, id DESC LIMIT :limit"
 )
 
@@ -64,17 +66,20 @@ _RECENT = text(
 @router.get("/recent", response_model=list[RecentEvent], response_model_by_alias=True)
 async def recent_events(
     session: SessionDep,
-    _key: StatsReadDep,
+    access: StatsReadDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
 ) -> list[RecentEvent]:
+    # A key scoped to some sites reads only theirs.
+    scoped = await readable_sites(session, access, site_id or None, None)
+    sites = list(scoped["site_id"]) if "site_id" in scoped else None
     now = datetime.now(UTC)
     oldest = get_settings().stored_since(now)
     until = now + timedelta(hours=2)  # event times may lie up to an hour ahead
     rows: list[Any] = []
     for span in _SPANS:
         since = max(now - span, oldest) if span is not None else oldest
-        params = {"since": since, "until": until, "site_id": site_id or None, "limit": limit}
+        params = {"since": since, "until": until, "site_id": site_id or None, "sites": sites, "limit": limit}
         rows = list((await session.execute(_RECENT, params)).mappings())
         if len(rows) >= limit or since == oldest:
             break
@@ -84,7 +89,7 @@ async def recent_events(
 @router.get("/count", response_model=EventCount, response_model_by_alias=True)
 async def count_events(
     session: SessionDep,
-    _key: StatsReadDep,
+    access: StatsReadDep,
     timescale: TimescaleDep,
     site_id: Annotated[QueryText | None, Query(max_length=128)] = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
@@ -100,7 +105,8 @@ async def count_events(
     if begin >= finish:
         raise InvalidParameter(("query", "from"), "must be before 'to'", begin.isoformat())
     window = TimeRange(start=begin, end=finish)
-    question = Question(window=window, metrics=("events",), site_id=site_id or None)
+    scoped = await readable_sites(session, access, site_id or None, None)
+    question = Question(window=window, metrics=("events",), site_id=site_id or None, filters=scoped)
     result = await answer(session, timescale, question)
     count = int(result.rows[0]["events"]) if result.rows else 0
     return EventCount(count=count, site_id=site_id or None, start=begin, end=finish)

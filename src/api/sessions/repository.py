@@ -499,14 +499,17 @@ async def table_counts(conn: AsyncConnection) -> tuple[int, int]:
 _RECENT = text(
     f"SELECT {SESSION_COLUMNS} FROM session WHERE started_at >= :since"
     " AND (CAST(:site_id AS text) IS NULL OR site_id = :site_id)"
+    " AND (CAST(:sites AS text[]) IS NULL OR site_id = ANY(CAST(:sites AS text[])))"
     " ORDER BY started_at DESC, first_event_id DESC LIMIT :limit"
 )
 
 
 async def recent_sessions(
-    conn: AsyncConnection, limit: int, since: datetime, site_id: str | None
+    conn: AsyncConnection, limit: int, since: datetime, site_id: str | None, sites: list[str] | None
 ) -> Sequence[dict[str, Any]]:
-    result = await conn.execute(_RECENT, {"limit": limit, "since": since, "site_id": site_id})
+    """The latest sessions (of `site_id`, and of `sites` when a key is scoped to them)."""
+    params = {"limit": limit, "since": since, "site_id": site_id, "sites": sites}
+    result = await conn.execute(_RECENT, params)
     return [dict(row._mapping) for row in result]
 
 
