@@ -150,7 +150,8 @@ async def test_cleanup_refuses_bad_days_and_keeps_unprocessed_events(
         )
     held = (await client.post("/etl/cleanup", params={"retention_days": 30})).json()
     assert datetime.fromisoformat(held["dropped_before"]) == old - timedelta(days=5)
-    assert held["chunks_dropped"] >= 1 and held["events_dropped"] == 5
+    # At least this test's five (schemathesis may have stored a few that old in other sites).
+    assert held["chunks_dropped"] >= 1 and held["events_dropped"] >= 5
     async with engine.connect() as conn:
         kept = (
             await conn.execute(text("SELECT count(*) FROM event WHERE site_id = :s"), {"s": site})
