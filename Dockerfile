@@ -16,6 +16,8 @@ RUN pip install -r requirements.txt
 COPY src ./src
 COPY boot/docker-run.sh ./boot/docker-run.sh
 RUN chmod 0755 boot/docker-run.sh
+# The default export folder (RAW_EXPORT_URL / PROCESSED_EXPORT_URL), a volume in Compose.
+RUN mkdir -p /app/exports && chown app:app /app/exports
 
 USER app
 ENV HOST=0.0.0.0 PORT=8000

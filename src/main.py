@@ -40,6 +40,9 @@ from src.api.errors import (
     validation_error_handler,
 )
 from src.api.events.router import router as events_router
+from src.api.exports.job import run_export_loop
+from src.api.exports.router import router as exports_router
+from src.api.exports.service import Exporter
 from src.api.ingest.access import create_access
 from src.api.ingest.budget import MemoryBudget
 from src.api.ingest.service import IngestService, create_writer, tune_garbage_collector
@@ -81,8 +84,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rate_limiter = KeyRateLimiter(storage)
     app.state.ingest = IngestService(writer, settings, access)
     app.state.body_budget = MemoryBudget(settings.ingest_memory_bytes)
+    app.state.exporter = Exporter(engine, settings.exports, default_level=settings.default_privacy_level)
     tune_garbage_collector()
     jobs: list[asyncio.Task[None]] = []
+    if settings.exports.interval > 0:
+        jobs.append(asyncio.create_task(run_export_loop(app.state.exporter, settings.exports.interval)))
     if settings.retention_check_interval > 0:
         jobs.append(asyncio.create_task(run_retention_loop(engine, settings.retention_check_interval)))
     if not timescale.has_continuous_aggregates and settings.rollup_job_interval > 0:
@@ -164,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(compat_stats_router)
     application.include_router(monitor_router)
     application.include_router(etl_router)
+    application.include_router(exports_router)
     application.include_router(sites_router)
     application.include_router(keys_router)
     application.include_router(metrics_router)

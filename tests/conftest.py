@@ -4,7 +4,9 @@ DATABASE_URL (boot/test.sh points it at the local cluster's analytics_test datab
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +24,16 @@ os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_FOLD_INTERVAL", "0")
 os.environ.setdefault("SESSION_JOB_INTERVAL", "0")
+os.environ.setdefault("EXPORT_INTERVAL", "0")
+# The app's own exporter (POST /export/run from route and schema tests) writes into a folder of
+# the test session, not into the checkout's exports/.
+os.environ.setdefault(
+    "RAW_EXPORT_URL", Path(tempfile.gettempdir(), f"analytics-test-exports-{os.getpid()}", "raw").as_uri()
+)
+os.environ.setdefault(
+    "PROCESSED_EXPORT_URL",
+    Path(tempfile.gettempdir(), f"analytics-test-exports-{os.getpid()}", "processed").as_uri(),
+)
 
 from src.api.db.schema import TimescaleInfo
 from src.api.rollups.catalogue import CATALOGUE

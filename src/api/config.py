@@ -19,16 +19,19 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, TypedDict, TypeVar, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from decouple import UndefinedValueError, config
 
+# The checkout: the default export folder lives in it (git-ignored), so a two-command start
+# exports with no S3.
+CHECKOUT = Path(__file__).resolve().parents[2]
 LOCAL_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5433/analytics"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -174,6 +177,120 @@ def parse_trusted_proxies(text: str) -> TrustedProxies:
     return TrustedProxies(trust_all=False, networks=tuple(networks))
 
 
+# --- export destinations -------------------------------------------------------------------
+
+ExportFormat = Literal["jsonl", "parquet"]
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where one kind of export goes: `s3://bucket/prefix` or `file:///path`, with its
+    credentials (never in a repr, a log line or an answer: `masked()` shows them)."""
+
+    url: str
+    scheme: Literal["s3", "file"]
+    bucket: str  # s3: the bucket; file: empty
+    prefix: str  # s3: the key prefix, no leading or trailing slash; file: the folder
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+
+    def masked(self) -> dict[str, str | None]:
+        return {
+            "url": self.url,
+            "access_key": _mask(self.access_key),
+            "secret_key": _mask(self.secret_key),
+        }
+
+
+def _mask(secret: str) -> str | None:
+    """A secret as shown to operators: its last four characters when it is long enough that
+    they say nothing useful about the rest, else only that it is set."""
+    if not secret:
+        return None
+    return "****" + secret[-4:] if len(secret) >= 16 else "****"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    raw: ExportTarget
+    processed: ExportTarget
+    s3_endpoint_url: str | None
+    s3_region: str
+    format: ExportFormat
+    gzip: bool
+    batch_size: int  # rows per file at most
+    interval: float  # seconds between scheduled runs; 0: none
+    lag: float  # seconds the watermark stays behind now
+    late_window: float  # seconds an event's received_at may precede its transaction's start
+
+
+def _export_target(variables: tuple[str, str, str, str], default_prefix: str) -> ExportTarget:
+    """One destination from its URL, bucket, access key and secret key variables."""
+    url_variable, bucket_variable, access_variable, secret_variable = variables
+    bucket_setting = _read(bucket_variable, "", str.strip)
+    access_key = _read(access_variable, "", str.strip)
+    secret_key = _read(secret_variable, "", str.strip)
+    if bool(access_key) != bool(secret_key):
+        raise SettingsError(
+            secret_variable if access_key else access_variable,
+            "the access key and the secret key are set together or not at all",
+        )
+    default = (
+        f"s3://{bucket_setting}/{default_prefix}"
+        if bucket_setting
+        else (CHECKOUT / "exports" / default_prefix).as_uri()
+    )
+    url = _read(url_variable, default, str.strip)
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        if not parts.netloc or parts.query or parts.fragment:
+            raise SettingsError(url_variable, "must be s3://bucket/prefix or file:///path", url)
+        if bucket_setting and bucket_setting != parts.netloc:
+            raise SettingsError(bucket_variable, f"names another bucket than {url_variable}", bucket_setting)
+        prefix = parts.path.strip("/")
+        return ExportTarget(url, "s3", parts.netloc, prefix, access_key, secret_key)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise SettingsError(url_variable, "a file:// URL needs an absolute path (file:///path)", url)
+        return ExportTarget(url, "file", "", unquote(parts.path).rstrip("/") or "/")
+    raise SettingsError(url_variable, "must be s3://bucket/prefix or file:///path", url)
+
+
+def _endpoint(text: str) -> str | None:
+    value = text.strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:9000")
+    return value
+
+
+def load_export_settings() -> ExportSettings:
+    return ExportSettings(
+        raw=_export_target(
+            ("RAW_EXPORT_URL", "RAW_S3_BUCKET", "RAW_S3_ACCESS_KEY", "RAW_S3_SECRET_KEY"), "raw-events"
+        ),
+        processed=_export_target(
+            (
+                "PROCESSED_EXPORT_URL",
+                "PROCESSED_S3_BUCKET",
+                "PROCESSED_S3_ACCESS_KEY",
+                "PROCESSED_S3_SECRET_KEY",
+            ),
+            "processed-events",
+        ),
+        s3_endpoint_url=_read("S3_ENDPOINT_URL", "", _endpoint),
+        s3_region=_read("S3_REGION", "us-east-1", str.strip) or "us-east-1",
+        format=cast(ExportFormat, _read("EXPORT_FORMAT", "jsonl", _choice("jsonl", "parquet"))),
+        gzip=_read("EXPORT_GZIP", "false", _boolean),
+        batch_size=_read("EXPORT_BATCH_SIZE", "10000", _number(int, 1, 10_000_000)),
+        interval=_read("EXPORT_INTERVAL", "60", _number(float, 0)),
+        lag=_read("EXPORT_LAG", "5", _number(float, 0, 3600)),
+        late_window=_read("EXPORT_LATE_WINDOW", "120", _number(float, 0, 86400)),
+    )
+
+
 # --- the settings --------------------------------------------------------------------------
 
 
@@ -211,6 +328,7 @@ class Settings:
     prometheus_multiproc_dir: str | None  # set: metrics are shared by gunicorn's workers
     docs_enabled: bool
     stats_statement_timeout: float
+    exports: ExportSettings
     # Sites and keys (docs/sites.md). The defaults keep the service open and keyless.
     site_authorization: SiteAuthorization = "off"
     pixel_management_url: str | None = None  # required by SITE_AUTHORIZATION=remote
@@ -499,6 +617,7 @@ def load_settings() -> Settings:
         prometheus_multiproc_dir=_read("PROMETHEUS_MULTIPROC_DIR", "", _directory),
         docs_enabled=_read("DOCS_ENABLED", "true", _boolean),
         stats_statement_timeout=_read("STATS_STATEMENT_TIMEOUT", "30", _number(float, 0, 86400)),
+        exports=load_export_settings(),
         **_site_settings(),
     )
 

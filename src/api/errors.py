@@ -68,6 +68,10 @@ class RequestTimeout(AppError):
     status_code = 408
 
 
+class Conflict(AppError):
+    status_code = 409
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
 
@@ -97,6 +101,12 @@ class UnreadableFile(AppError):
     exits with status 2, like a bad argument."""
 
     status_code = 400
+
+
+class BadGateway(AppError):
+    """A service we depend on (an export destination) failed; the text says which and how."""
+
+    status_code = 502
 
 
 class ServiceUnavailable(AppError):

@@ -28,6 +28,7 @@ from sqlmodel import SQLModel
 
 import src.api.auth.models
 import src.api.events.models
+import src.api.exports.models
 import src.api.privacy.models
 import src.api.rollups.models
 import src.api.sessions.models

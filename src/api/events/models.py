@@ -26,7 +26,12 @@ class Event(SQLModel, table=True):
     __tablename__ = "event"
     # Few indexes, because each one costs every insert: the hypertable's own index on time,
     # the primary key, and (site_id, time) for the site-scoped, time-bounded stats queries.
-    __table_args__ = (Index("ix_event_site_time", "site_id", "time"),)
+    # received_at is indexed for the exporter (src/api/exports/), which reads events by the time
+    # they were received: a right-growing btree, cheap to append to.
+    __table_args__ = (
+        Index("ix_event_site_time", "site_id", "time"),
+        Index("ix_event_received_at", "received_at"),
+    )
 
     id: uuid.UUID = Field(primary_key=True)
     time: datetime = Field(

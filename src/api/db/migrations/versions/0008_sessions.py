@@ -1,6 +1,6 @@
 """Sessions: the sessionisation job's tables (src/api/sessions/models.py).
 
-Revision 0007. `session_change` (the change log the statements that store or delete events
+Revision 0008 (issued as 0007; renumbered after 0007_exports took that number). `session_change` (the change log the statements that store or delete events
 append to), `session`, `session_daily_metric`, `session_job` (its watermark, NULL: the next
 run sessionises every stored event from scratch) and `session_run`. Plain tables on both
 editions. Nothing is filled here: the job's first run does it, in the background.
@@ -20,8 +20,8 @@ from src.api.db import schema
 from src.api.rollups import schema as rollup_schema
 from src.api.rollups.catalogue import CATALOGUE
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
