@@ -1,6 +1,7 @@
 """Sessions: the sessionisation job's tables (src/api/sessions/models.py).
 
-Revision 0008 (issued as 0007; renumbered after 0007_exports took that number). `session_change` (the change log the statements that store or delete events
+Revision 0008 (issued as 0007; renumbered after 0007_exports took that number).
+`session_change` (the change log the statements that store or delete events
 append to), `session`, `session_daily_metric`, `session_job` (its watermark, NULL: the next
 run sessionises every stored event from scratch) and `session_run`. Plain tables on both
 editions. Nothing is filled here: the job's first run does it, in the background.
