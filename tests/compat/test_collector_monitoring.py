@@ -133,6 +133,8 @@ async def test_event_count_is_exact_for_a_site_and_a_range(client: httpx.AsyncCl
         "/events/count", params={"from": start.isoformat(), "to": (start - timedelta(hours=1)).isoformat()}
     )
     assert backwards.status_code == 422
+    too_wide = await client.get("/events/count", params={"to": "7309-10-11T15:08:32-22:37"})
+    assert too_wide.status_code == 422 and "10 years" in too_wide.text
 
 
 async def test_every_page_view_spelling_counts_in_pageviews_on_every_path(

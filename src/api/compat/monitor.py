@@ -15,7 +15,7 @@ from src.api.config import get_settings
 from src.api.db.engine import SessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
 from src.api.rollups.catalogue import ceil_quarter
-from src.api.stats.params import QueryText, TimeRange, check_year
+from src.api.stats.params import MAX_RANGE, QueryText, TimeRange, check_year
 from src.api.stats.question import Question
 from src.api.stats.router import readable_sites
 from src.api.stats.service import answer
@@ -104,6 +104,8 @@ async def count_events(
     finish = _aware(end) if end else ceil_quarter(now + timedelta(hours=1))
     if begin >= finish:
         raise InvalidParameter(("query", "from"), "must be before 'to'", begin.isoformat())
+    if finish - begin > MAX_RANGE:
+        raise InvalidParameter(("query", "from"), "the range must be at most 10 years", begin.isoformat())
     window = TimeRange(start=begin, end=finish)
     scoped = await readable_sites(session, access, site_id or None, None)
     question = Question(window=window, metrics=("events",), site_id=site_id or None, filters=scoped)
