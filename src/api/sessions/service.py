@@ -155,6 +155,8 @@ async def _run_locked(
     try:
         result = await _process(conn, config, run_id, candidate, event_type, batch_size)
         await conn.commit()
+    except asyncio.CancelledError:
+        raise  # shutting down: no more statements (the caller drops the connection)
     except BaseException as exc:
         await conn.rollback()
         await repository.finish_run(
@@ -201,10 +203,19 @@ async def run(
             return None
         await conn.commit()
         try:
-            return await _run_locked(conn, config, uuid.uuid4(), trigger, candidate, event_type, batch_size)
-        finally:
+            result = await _run_locked(conn, config, uuid.uuid4(), trigger, candidate, event_type, batch_size)
+        except asyncio.CancelledError:
+            # Shutting down: a statement may be cut off mid-way, so the connection is dropped,
+            # not pooled; its session lock goes with it. No await may swallow the cancellation.
+            await conn.invalidate()
+            raise
+        except BaseException:
             await repository.unlock(conn)
             await conn.commit()
+            raise
+        await repository.unlock(conn)
+        await conn.commit()
+        return result
 
 
 _background: set[asyncio.Task[None]] = set()
