@@ -120,7 +120,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=10_000, help="rows per file (EXPORT_BATCH_SIZE)")
-    parser.add_argument("--formats", default="jsonl,parquet", help="comma-separated: jsonl, jsonl+gzip, parquet")
+    parser.add_argument(
+        "--formats", default="jsonl,parquet", help="comma-separated: jsonl, jsonl+gzip, parquet"
+    )
     parser.add_argument("--database-url", default=None, help=f"default: the local cluster's {DATABASE}")
     parser.add_argument("--keep", action="store_true", help="export the events already there")
     args = parser.parse_args()

@@ -58,7 +58,9 @@ def measure(requests: int, log: bool) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--log", action="store_true", help="with the INFO request log line (to /dev/null)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -74,12 +76,22 @@ def main() -> None:
                 env["PROMETHEUS_MULTIPROC_DIR"] = directory
             else:
                 env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            command = [sys.executable, "-m", "benchmarks.metrics_overhead", "--child", "--requests", str(args.requests)]
-            out = subprocess.run(command + (["--log"] if args.log else []), env=env, check=True,
-                                 capture_output=True, text=True).stdout.split()
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.metrics_overhead",
+                "--child",
+                "--requests",
+                str(args.requests),
+            ]
+            out = subprocess.run(
+                command + (["--log"] if args.log else []), env=env, check=True, capture_output=True, text=True
+            ).stdout.split()
         bare, wrapped = float(out[0]), float(out[1])
-        print(f"{mode:>12}: bare app {bare:6.2f} us/request, with RequestMetrics {wrapped:6.2f} us "
-              f"(+{wrapped - bare:.2f} us){' with the log line' if args.log else ''}")
+        print(
+            f"{mode:>12}: bare app {bare:6.2f} us/request, with RequestMetrics {wrapped:6.2f} us "
+            f"(+{wrapped - bare:.2f} us){' with the log line' if args.log else ''}"
+        )
 
 
 if __name__ == "__main__":

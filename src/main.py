@@ -21,7 +21,9 @@ from src.api.auth.ratelimit import KeyRateLimiter, PostgresStorage, redis_storag
 from src.api.auth.router import router as keys_router
 from src.api.auth.service import KeyService
 from src.api.compat.collect import router as collect_router
+from src.api.compat.etl import router as etl_router
 from src.api.compat.interview import router as interview_router
+from src.api.compat.monitor import router as monitor_router
 from src.api.compat.queued import router as queued_router
 from src.api.compat.stats import router as compat_stats_router
 from src.api.config import Settings, SettingsError, configure_logging, get_settings
@@ -53,6 +55,7 @@ from src.api.queue.broker import create_broker
 from src.api.queue.publisher import QueuePublisher
 from src.api.queue.router import router as queue_router
 from src.api.rollups.job import run_fold_loop, run_rollup_loop
+from src.api.sessions.service import run_session_loop
 from src.api.sites.cors import SiteCORS
 from src.api.sites.router import router as sites_router
 from src.api.stats.router import router as stats_router
@@ -104,6 +107,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.append(
             asyncio.create_task(run_fold_loop(engine, settings.rollup_fold_interval, rollups=rollups))
         )
+    if settings.session_job_interval > 0:
+        jobs.append(asyncio.create_task(run_session_loop(engine, settings, settings.session_job_interval)))
     try:
         yield
     finally:
@@ -176,6 +181,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     application.include_router(queued_router)
     application.include_router(interview_router)
     application.include_router(compat_stats_router)
+    application.include_router(monitor_router)
+    application.include_router(etl_router)
     application.include_router(exports_router)
     application.include_router(sites_router)
     application.include_router(keys_router)

@@ -23,6 +23,7 @@ os.environ.setdefault("EVENTS_RETENTION", "5 years")
 os.environ.setdefault("RETENTION_CHECK_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_JOB_INTERVAL", "0")
 os.environ.setdefault("ROLLUP_FOLD_INTERVAL", "0")
+os.environ.setdefault("SESSION_JOB_INTERVAL", "0")
 os.environ.setdefault("EXPORT_INTERVAL", "0")
 # The app's own exporter (POST /export/run from route and schema tests) writes into a folder of
 # the test session, not into the checkout's exports/.

@@ -335,9 +335,7 @@ def _export_target(variables: tuple[str, str, str, str], default_prefix: str) ->
         if not parts.netloc or parts.query or parts.fragment:
             raise SettingsError(url_variable, "must be s3://bucket/prefix or file:///path", url)
         if bucket_setting and bucket_setting != parts.netloc:
-            raise SettingsError(
-                bucket_variable, f"names another bucket than {url_variable}", bucket_setting
-            )
+            raise SettingsError(bucket_variable, f"names another bucket than {url_variable}", bucket_setting)
         prefix = parts.path.strip("/")
         return ExportTarget(url, "s3", parts.netloc, prefix, access_key, secret_key)
     if parts.scheme == "file":
@@ -401,6 +399,8 @@ class Settings:
     retention_check_interval: float
     rollup_job_interval: float
     rollup_fold_interval: float
+    session_timeout: timedelta
+    session_job_interval: float
     batch_max_events: int
     max_body_bytes: int
     body_read_timeout: float
@@ -518,6 +518,15 @@ def _retention(text: str) -> Duration | None:
     if duration.months + duration.seconds / (30.436875 * 86400) > 100 * 12:
         raise ValueError("must be at most 100 years ('off' keeps events forever)")
     return duration
+
+
+def _session_timeout(text: str) -> timedelta:
+    duration = parse_duration(text)
+    if duration.months:
+        raise ValueError("must be a fixed duration such as '30 minutes', not months or years")
+    if not 60 <= duration.seconds <= 86400:
+        raise ValueError("must be between 1 minute and 1 day")
+    return timedelta(seconds=duration.seconds)
 
 
 def _chunk_interval(text: str) -> str:
@@ -684,6 +693,8 @@ def load_settings() -> Settings:
         retention_check_interval=_read("RETENTION_CHECK_INTERVAL", "3600", _number(float, 0)),
         rollup_job_interval=_read("ROLLUP_JOB_INTERVAL", "60", _number(float, 0)),
         rollup_fold_interval=_read("ROLLUP_FOLD_INTERVAL", "5", _number(float, 0)),
+        session_timeout=_read("SESSION_TIMEOUT", "30 minutes", _session_timeout),
+        session_job_interval=_read("SESSION_JOB_INTERVAL", "60", _number(float, 0)),
         batch_max_events=_read("BATCH_MAX_EVENTS", "10000", _number(int, 1, 1_000_000)),
         max_body_bytes=max_body,
         body_read_timeout=_read("BODY_READ_TIMEOUT", "30", _number(float, 0.1, 3600)),

@@ -199,7 +199,9 @@ async def test_over_the_hourly_limit_answers_429_with_its_headers() -> None:
         assert over.headers["x-ratelimit-limit"] == "3" and 0 < int(over.headers["retry-after"]) <= 3600
         assert int(over.headers["x-ratelimit-reset"]) > 0 and "3 requests per hour" in over.json()["error"]
         # answers the app encodes itself carry the headers too
-        timeseries = await http.get("/api/stats/timeseries", headers=_as(await _key(http, ["stats:read"], limit=9)))
+        timeseries = await http.get(
+            "/api/stats/timeseries", headers=_as(await _key(http, ["stats:read"], limit=9))
+        )
         assert timeseries.status_code == 200 and timeseries.headers["x-ratelimit-remaining"] == "8"
         # another key has its own window
         other = await _key(http, ["stats:read"], limit=3)

@@ -28,12 +28,12 @@ USER_AGENTS = [
 ]
 
 
-def known_events(site: str, first_day: datetime, days: int, visitors: int = 300, seed: int = 17) -> list[dict[str, Any]]:
+def known_events(
+    site: str, first_day: datetime, days: int, visitors: int = 300, seed: int = 17
+) -> list[dict[str, Any]]:
     """Page views on `days` days from `first_day` (UTC midnight); more on weekdays, a growing trend."""
     rng = random.Random(f"{site}:{seed}")  # the same events for a site every run; ids unique per site
-    people = [
-        (f"visitor-{n}", rng.choice(USER_AGENTS), rng.choice(REFERRERS)) for n in range(visitors)
-    ]
+    people = [(f"visitor-{n}", rng.choice(USER_AGENTS), rng.choice(REFERRERS)) for n in range(visitors)]
     events: list[dict[str, Any]] = []
     for day in range(days):
         start = first_day + timedelta(days=day)

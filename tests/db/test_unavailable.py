@@ -46,6 +46,9 @@ READ_ROUTES: list[tuple[str, str]] = [
     ("GET", f"/stats/dau?from_date={DAY}&to={DAY}"),
     ("GET", f"/stats/top-events?from_date={DAY}&to={DAY}"),
     ("GET", f"/stats/retention?start_date={DAY}"),
+    ("GET", "/events/recent"),
+    ("GET", "/events/count"),
+    ("GET", "/etl/recent-sessions"),
 ]
 # The sites and keys admin routes read the database too, but behind an admin key that a keyless
 # service answers 401 to first; tests/sites/test_unavailable_admin.py covers their 503.

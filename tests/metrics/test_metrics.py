@@ -68,7 +68,10 @@ def known_load(site: str) -> list[tuple[str, dict[str, object]]]:
                 ]
             },
         ),
-        ("/collect", {"eventType": "batch", "siteId": site, "path": "/c", "events": [{"eventType": "click"}]}),
+        (
+            "/collect",
+            {"eventType": "batch", "siteId": site, "path": "/c", "events": [{"eventType": "click"}]},
+        ),
         ("/api/events", {"site_id": site}),  # 422: one rejected event
         ("/collect", {"eventType": "batch", "siteId": site, "path": "/c", "events": [{"duration": -5}]}),
     ]
@@ -79,8 +82,13 @@ EXPECTED = {
     "/api/events/batch": {"accepted": 5, "duplicates": 2, "rejected": 2},
     "/collect": {"accepted": 2, "duplicates": 0, "rejected": 2},
 }
-STATUSES = {("/api/events", "200"): 4, ("/api/events", "422"): 1, ("/api/events/batch", "200"): 1,
-            ("/collect", "200"): 1, ("/collect", "422"): 1}
+STATUSES = {
+    ("/api/events", "200"): 4,
+    ("/api/events", "422"): 1,
+    ("/api/events/batch", "200"): 1,
+    ("/collect", "200"): 1,
+    ("/collect", "422"): 1,
+}
 
 
 def check_load(before: Samples, after: Samples) -> None:
@@ -101,7 +109,9 @@ def check_load(before: Samples, after: Samples) -> None:
         for r in EXPECTED
     )
     assert durations == requests
-    flushed = value(after, "analytics_ingest_flush_events_sum") - value(before, "analytics_ingest_flush_events_sum")
+    flushed = value(after, "analytics_ingest_flush_events_sum") - value(
+        before, "analytics_ingest_flush_events_sum"
+    )
     # Every valid event went through a group commit once, repeats included.
     assert flushed == sum(c["accepted"] + c["duplicates"] for c in EXPECTED.values())
 
@@ -119,7 +129,10 @@ async def test_metrics_in_process(client: httpx.AsyncClient) -> None:
     check_load(before, after)
     assert value(after, "analytics_db_pool_connections_max") >= 1
     assert value(after, "analytics_ingest_queue_events") == 0
-    assert ("analytics_http_requests_total", (("method", "GET"), ("route", "/metrics"), ("status", "200"))) in after
+    assert (
+        "analytics_http_requests_total",
+        (("method", "GET"), ("route", "/metrics"), ("status", "200")),
+    ) in after
 
 
 @pytest.mark.anyio
@@ -127,7 +140,9 @@ async def test_unknown_paths_share_one_label(client: httpx.AsyncClient) -> None:
     for n in range(3):
         await client.get(f"/no/such/path/{n}")
     samples = parse((await client.get("/metrics")).text)
-    routes = {dict(labels).get("route") for name, labels in samples if name == "analytics_http_requests_total"}
+    routes = {
+        dict(labels).get("route") for name, labels in samples if name == "analytics_http_requests_total"
+    }
     assert "unmatched" in routes
     assert not any(r and r.startswith("/no/") for r in routes)
 
@@ -156,7 +171,10 @@ async def test_one_log_line_per_request_without_keys_or_addresses(
     line = JsonLogFormatter().format(lines[0])
     decoded = json.loads(line)
     assert {k: decoded[k] for k in ("method", "route", "status", "events")} == {
-        "method": "POST", "route": "/api/events/batch", "status": 200, "events": 3
+        "method": "POST",
+        "route": "/api/events/batch",
+        "status": 200,
+        "events": 3,
     }
     for secret in ("secret-key-123", "secret-query", "198.51.100.9", "203.0.113.7"):
         assert secret not in line and secret not in lines[0].getMessage()
@@ -218,11 +236,15 @@ def test_metrics_under_gunicorn_count_every_worker(gunicorn_server: tuple[str, P
     final = parse(httpx.get(f"{base}/metrics").text)
     settings = load_settings()
     # Live gauges are summed over the live workers: two pools.
-    assert value(final, "analytics_db_pool_connections_max") == 2 * (settings.db_pool_size + settings.db_max_overflow)
+    assert value(final, "analytics_db_pool_connections_max") == 2 * (
+        settings.db_pool_size + settings.db_max_overflow
+    )
 
 
 @pytest.mark.anyio
-async def test_ingest_503s_are_counted(client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_ingest_503s_are_counted(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def full() -> None:
         raise ServiceUnavailable("ingest is at capacity; retry shortly", retry_after=1)
 
@@ -240,7 +262,10 @@ async def test_job_runs_failures_and_lag() -> None:
     def count(name: str, job: str) -> float:
         return value(parse(generate_latest(REGISTRY).decode()), name, job=job)
 
-    runs, failures = count("analytics_job_runs_total", "test-job"), count("analytics_job_failures_total", "test-job")
+    runs, failures = (
+        count("analytics_job_runs_total", "test-job"),
+        count("analytics_job_failures_total", "test-job"),
+    )
     with metrics.job_run("test-job"):
         pass
     with pytest.raises(RuntimeError), metrics.job_run("test-job"):
@@ -273,7 +298,16 @@ async def test_key_refusals_are_counted(client: httpx.AsyncClient, monkeypatch: 
 def test_gunicorn_stops_on_a_bad_metrics_directory(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "missing")}
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    command = [gunicorn, "src.main:app", "-k", "src.server.Worker", "--config", "python:src.server", "-b", "127.0.0.1:0"]
+    command = [
+        gunicorn,
+        "src.main:app",
+        "-k",
+        "src.server.Worker",
+        "--config",
+        "python:src.server",
+        "-b",
+        "127.0.0.1:0",
+    ]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "invalid setting PROMETHEUS_MULTIPROC_DIR: must be an existing directory" in done.stderr

@@ -111,7 +111,16 @@ def test_tracker_in_a_browser(server: str, tmp_path: Path) -> None:
     rows = stored(site, 8)
     kinds = [r["event_type"] for r in rows]
     assert sorted(kinds) == sorted(
-        ["early_signup", "pageview", "pageview", "pageview", "pageview", "purchase", "file_download", "outbound_link"]
+        [
+            "early_signup",
+            "pageview",
+            "pageview",
+            "pageview",
+            "pageview",
+            "purchase",
+            "file_download",
+            "outbound_link",
+        ]
     ), kinds
     pageviews = [r for r in rows if r["event_type"] == "pageview"]
     assert [r["page"] for r in pageviews] == ["/shop.html", "/products/42", "/products/42", "/products/42"]

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from src.api.compat.service import collect_events, ingest_all_or_nothing, now_iso
 from src.api.config import get_settings
 from src.api.errors import InvalidParameter
+from src.api.events.schemas import PagelessEventCreate
 from src.api.ingest.body import read_json_body
 from src.api.ingest.service import IngestDep, RequestContextDep, batch_size_guard
 
@@ -25,7 +26,10 @@ async def collect(request: Request, ingest: IngestDep, context: RequestContextDe
         raise InvalidParameter(("body",), "must be a JSON object", None)
     events = collect_events(body)
     batch_size_guard(len(events), settings.batch_max_events)
-    first_id, count, client_id = await ingest_all_or_nothing(ingest, events, context, what="events")
+    # Custom events need no page: without path and url they are stored with the empty page.
+    first_id, count, client_id = await ingest_all_or_nothing(
+        ingest, events, context, model=PagelessEventCreate, what="events"
+    )
     return {
         "status": "success",
         "message": f"{count} event(s) received and stored",

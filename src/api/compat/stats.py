@@ -16,7 +16,7 @@ from src.api.auth.dependencies import Access, StatsReadDep
 from src.api.config import get_settings
 from src.api.db.engine import SessionDep, StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
-from src.api.rollups.catalogue import ceil_quarter
+from src.api.rollups.catalogue import PAGEVIEW_TYPES, ceil_quarter
 from src.api.stats import repository
 from src.api.stats.params import QueryText, TimeRange, check_year
 from src.api.stats.question import Question
@@ -77,7 +77,7 @@ async def site_stats(
             metrics=("events",),
             group_by=("page",),
             site_id=site_id,
-            filters={"event_type": ("pageview",), **scoped},
+            filters={"event_type": PAGEVIEW_TYPES, **scoped},
         ),
     )
     top = sorted(paths.rows, key=lambda r: (-r["events"], r["page"]))[:10]

@@ -31,6 +31,7 @@ import src.api.events.models
 import src.api.exports.models
 import src.api.privacy.models
 import src.api.rollups.models
+import src.api.sessions.models
 import src.api.sites.models  # noqa: F401
 from src.api.config import Settings
 from src.api.rollups.catalogue import CATALOGUE

@@ -15,6 +15,7 @@ from src.api.rollups.activity import DAY_SQL, KINDS, RECOUNT_SQL
 from src.api.rollups.catalogue import DIMENSIONS
 from src.api.rollups.maintenance import maintenance_ctes
 from src.api.rollups.repository import fold_late
+from src.api.sessions import repository as sessions
 
 _DIMS = ", ".join(DIMENSIONS)
 # The deleted row's keys and day, for the activity masks' recount.
@@ -25,7 +26,9 @@ _KEYS = ", ".join(
         f"{DAY_SQL.format(t='time')} AS day",
     )
 )
-_DELETE_SQL = text(f"DELETE FROM event WHERE id = :id AND time >= :since RETURNING id, site_id, {_KEYS}")
+_DELETE_SQL = text(
+    f"DELETE FROM event WHERE id = :id AND time >= :since RETURNING id, site_id, time, event_type, {_KEYS}"
+)
 
 
 # Apache edition: the rollups are ours to keep exact, so a delete takes its row back out of them.
@@ -33,7 +36,7 @@ _DELETE_WITH_ROLLUP_SQL = text(
     "WITH deleted AS (DELETE FROM event WHERE id = :id AND time >= :since"
     f" RETURNING id, time, duration, {_DIMS}, {_KEYS}), "
     + maintenance_ctes("deleted", sign=-1)
-    + " SELECT id, visitors_key, sessions_key, day, site_id FROM deleted"
+    + " SELECT id, visitors_key, sessions_key, day, site_id, time, event_type FROM deleted"
 )
 
 
@@ -46,21 +49,26 @@ async def delete_event(
     session: AsyncSession, event_id: uuid.UUID, since: datetime, *, maintain_rollup: bool
 ) -> bool:
     sql = _DELETE_WITH_ROLLUP_SQL if maintain_rollup else _DELETE_SQL
-    row = (await session.execute(sql, {"id": event_id, "since": since})).first()
-    if row is None:
+    # The key is (id, time): one id may be stored at several times, and all of them go.
+    deleted = (await session.execute(sql, {"id": event_id, "since": since})).all()
+    if not deleted:
         return False
-    # The activity masks: fold what waits (the deleted event's own keys among it), then clear
-    # the day's bit of each of its keys that no other event of the day still has.
+    for row in deleted:
+        # The sessions job reopens each deleted event's session (src/api/sessions/service.py).
+        await sessions.append_change(session, row.site_id, row.visitors_key, row.time, row.event_type)
+    # The activity masks: fold what waits (the deleted events' own keys among it), then clear
+    # the day's bit of each of their keys that no other event of the day still has.
     await fold_late(session, rollups=False)
-    day_start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=row.day)
-    bounds = {
-        "site_id": row.site_id,
-        "day": row.day,
-        "day_start": day_start,
-        "day_end": day_start + timedelta(days=1),
-    }
-    for name, statement in RECOUNT_SQL.items():
-        key = getattr(row, f"{name}_key")
-        if key is not None:
-            await session.execute(statement, {**bounds, "key": key})
+    for row in deleted:
+        day_start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=row.day)
+        bounds = {
+            "site_id": row.site_id,
+            "day": row.day,
+            "day_start": day_start,
+            "day_end": day_start + timedelta(days=1),
+        }
+        for name, statement in RECOUNT_SQL.items():
+            key = getattr(row, f"{name}_key")
+            if key is not None:
+                await session.execute(statement, {**bounds, "key": key})
     return True

@@ -215,12 +215,23 @@ class EventCreate(BaseModel):
         return derived[:2048]
 
 
+NO_PAGE = ""  # how an event without page or url is stored (and shown in page breakdowns)
+
+
 class PagelessEventCreate(EventCreate):
-    """Custom events from collectors whose API has no page: the page is empty, not required."""
+    """Custom events, which need no page: without `page` and `url` the page is empty (NO_PAGE)."""
 
     page: Annotated[str, StringConstraints(max_length=2048, pattern=NO_NUL)] | None = Field(
-        default="", validate_default=True
+        default=None, validate_default=True
     )
+
+    @field_validator("page")
+    @classmethod
+    def _page_or_url(cls, page: str | None, info: ValidationInfo) -> str:
+        if page is not None:
+            return page
+        derived = path_of(info.data.get("url"))
+        return NO_PAGE if derived is None else derived[:2048]
 
 
 class EventPublic(BaseModel):

@@ -50,6 +50,7 @@ from src.api.metrics import instruments as metrics
 from src.api.rollups.activity import KEY_COLUMNS, append_cte
 from src.api.rollups.catalogue import DIMENSIONS
 from src.api.rollups.maintenance import maintenance_ctes
+from src.api.sessions import repository as sessions
 
 try:  # psycopg's C row encoder (psycopg[binary]); the pure-Python one below is the fallback
     from psycopg._copy_base import format_row_binary as _format_row_binary
@@ -98,13 +99,23 @@ _NOTHING_SKIPPED = " SELECT id, time FROM inserted WHERE false"
 def _insert(source: str, returning: str, *, rollup: bool, on_conflict: bool = True) -> str:
     """The one statement that stores a flush. From the rows it really inserted (RETURNING), so
     duplicates never count twice and backfills land in their own bucket, it appends their keys
-    to the activity masks' changes and, with rollups (Apache), changes the rollups."""
+    to the activity masks' changes and to the sessions' change log, and, with rollups
+    (Apache), changes the rollups."""
     returned = ", ".join(
-        dict.fromkeys(("id", "time", *(("duration", *DIMENSIONS) if rollup else ()), *KEY_COLUMNS))
+        dict.fromkeys(
+            (
+                "id",
+                "time",
+                *(("duration", *DIMENSIONS) if rollup else ()),
+                *KEY_COLUMNS,
+                *sessions.CHANGE_COLUMNS,
+            )
+        )
     )
     conflict = " ON CONFLICT DO NOTHING" if on_conflict else ""
     sql = f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) {source}{conflict} RETURNING {returned})"
     sql += ", " + append_cte("inserted")
+    sql += ", " + sessions.append_cte("inserted")
     if rollup:
         sql += ", " + maintenance_ctes("inserted")
     return sql + returning

@@ -23,67 +23,96 @@ NAMESPACE = "analytics"
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter(
-    "http_requests", "HTTP requests answered, by route template, method and status",
-    ("route", "method", "status"), namespace=NAMESPACE,
+    "http_requests",
+    "HTTP requests answered, by route template, method and status",
+    ("route", "method", "status"),
+    namespace=NAMESPACE,
 )
 HTTP_DURATION = Histogram(
-    "http_request_duration_seconds", "Time from a request's start to its answer's last byte",
-    ("route", "method"), namespace=NAMESPACE,
+    "http_request_duration_seconds",
+    "Time from a request's start to its answer's last byte",
+    ("route", "method"),
+    namespace=NAMESPACE,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 EVENTS_ACCEPTED = Counter(
     "events_accepted", "Events committed (new), by ingest route", ("route",), namespace=NAMESPACE
 )
 EVENTS_DUPLICATE = Counter(
-    "events_duplicates", "Events whose id and time were stored before (answered, not stored twice)",
-    ("route",), namespace=NAMESPACE,
+    "events_duplicates",
+    "Events whose id and time were stored before (answered, not stored twice)",
+    ("route",),
+    namespace=NAMESPACE,
 )
 EVENTS_REJECTED = Counter(
-    "events_rejected", "Events refused as invalid (per item for batches; one for a refused single event)",
-    ("route",), namespace=NAMESPACE,
+    "events_rejected",
+    "Events refused as invalid (per item for batches; one for a refused single event)",
+    ("route",),
+    namespace=NAMESPACE,
 )
 INGEST_UNAVAILABLE = Counter(
-    "ingest_unavailable", "Ingest requests answered 503 (queue or memory full, database down, shutdown)",
-    ("route",), namespace=NAMESPACE,
+    "ingest_unavailable",
+    "Ingest requests answered 503 (queue or memory full, database down, shutdown)",
+    ("route",),
+    namespace=NAMESPACE,
 )
 FLUSH_EVENTS = Histogram(
-    "ingest_flush_events", "Events per group commit", namespace=NAMESPACE,
+    "ingest_flush_events",
+    "Events per group commit",
+    namespace=NAMESPACE,
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
 )
 FLUSH_SECONDS = Histogram(
-    "ingest_flush_seconds", "Time of one group commit, retries included", namespace=NAMESPACE,
+    "ingest_flush_seconds",
+    "Time of one group commit, retries included",
+    namespace=NAMESPACE,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 FLUSH_FAILED_EVENTS = Counter(
-    "ingest_flush_failed_events", "Events of group commits that failed (their requests got 4xx/503)",
+    "ingest_flush_failed_events",
+    "Events of group commits that failed (their requests got 4xx/503)",
     namespace=NAMESPACE,
 )
 INGEST_QUEUE = Gauge(
-    "ingest_queue_events", "Events queued for the group-commit writers, summed over live workers",
-    namespace=NAMESPACE, multiprocess_mode="livesum",
+    "ingest_queue_events",
+    "Events queued for the group-commit writers, summed over live workers",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
 )
 POOL_IN_USE = Gauge(
-    "db_pool_connections_in_use", "Request-pool connections checked out, summed over live workers",
-    namespace=NAMESPACE, multiprocess_mode="livesum",
+    "db_pool_connections_in_use",
+    "Request-pool connections checked out, summed over live workers",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
 )
 POOL_CAPACITY = Gauge(
-    "db_pool_connections_max", "Pool size plus overflow, summed over live workers",
-    namespace=NAMESPACE, multiprocess_mode="livesum",
+    "db_pool_connections_max",
+    "Pool size plus overflow, summed over live workers",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
 )
 JOB_RUNS = Counter("job_runs", "Background job runs, by job", ("job",), namespace=NAMESPACE)
 JOB_FAILURES = Counter(
     "job_failures", "Background job runs that failed, by job", ("job",), namespace=NAMESPACE
 )
 JOB_LAST_SUCCESS = Gauge(
-    "job_last_success_timestamp_seconds", "Unix time of a job's last successful run (newest worker's)",
-    ("job",), namespace=NAMESPACE, multiprocess_mode="max",
+    "job_last_success_timestamp_seconds",
+    "Unix time of a job's last successful run (newest worker's)",
+    ("job",),
+    namespace=NAMESPACE,
+    multiprocess_mode="max",
 )
 JOB_LAG = Gauge(
-    "job_lag_seconds", "How far a job's output trails now (rollups: now minus the oldest tier watermark)",
-    ("job",), namespace=NAMESPACE, multiprocess_mode="mostrecent",
+    "job_lag_seconds",
+    "How far a job's output trails now (rollups: now minus the oldest tier watermark)",
+    ("job",),
+    namespace=NAMESPACE,
+    multiprocess_mode="mostrecent",
 )
 AUTHORIZATION_REFUSED = Counter(
-    "authorization_refusals", "Requests refused for their key or site, by reason", ("reason",),
+    "authorization_refusals",
+    "Requests refused for their key or site, by reason",
+    ("reason",),
     namespace=NAMESPACE,
 )
 

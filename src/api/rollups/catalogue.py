@@ -24,6 +24,9 @@ GRANULE_SQL: dict[int, str] = {QUARTER: "15 minutes", HOUR: "1 hour", DAY: "1 da
 # The dimensions rollups group by, in column order (the wide rollup keeps them all); the stats
 # planner whitelists them.
 DIMENSIONS: tuple[str, ...] = ("site_id", "event_type", "page", "os", "browser", "device", "referrer_domain")
+# Every spelling of a page view the collectors we replace send: all count as page views.
+PAGEVIEW_TYPES: tuple[str, ...] = ("pageview", "page_view", "$pageview")
+IS_PAGEVIEW = "event_type IN ('pageview', 'page_view', '$pageview')"
 
 
 def floor_to(value: datetime, seconds: int, phase: int = 0) -> datetime:

@@ -27,7 +27,7 @@ folded, the stats planner reads it from `rollup_late` beside the rollups it belo
 
 from __future__ import annotations
 
-from src.api.rollups.catalogue import CATALOGUE, DIMENSIONS, QUARTER, Rollup, bucket_sql
+from src.api.rollups.catalogue import CATALOGUE, DIMENSIONS, IS_PAGEVIEW, QUARTER, Rollup, bucket_sql
 
 _WIDE = ", ".join(DIMENSIONS)
 
@@ -66,7 +66,7 @@ def sums(spec: Rollup, source: str, bucket: str, where: str = "", *, tier_source
         pageviews = (
             " sum(pageviews)::bigint,"
             if tier_source
-            else " COALESCE(sum(events) FILTER (WHERE event_type = 'pageview'), 0)::bigint,"
+            else f" COALESCE(sum(events) FILTER (WHERE {IS_PAGEVIEW}), 0)::bigint,"
         )
     return (
         f"SELECT {bucket} AS b, {dims}, sum(events)::bigint,{pageviews}"

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Table, text
 
 from src.api.config import Duration
 from src.api.db.schema import create_tables
-from src.api.rollups.catalogue import GRANULE_SQL, HOUR, Rollup
+from src.api.rollups.catalogue import GRANULE_SQL, HOUR, IS_PAGEVIEW, Rollup
 
 
 def create_rollup_table(conn: Connection, table: Table, chunk_interval: str) -> None:
@@ -57,9 +57,7 @@ def create_continuous_aggregate(conn: Connection, spec: Rollup) -> None:
     if exists is None:
         dims = ", ".join(spec.dimensions)
         pageviews = (
-            " count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
-            if spec.has_pageviews_column
-            else ""
+            f" count(*) FILTER (WHERE {IS_PAGEVIEW}) AS pageviews," if spec.has_pageviews_column else ""
         )
         # Identifiers here are constants (a migration's rollup specs), never input.
         conn.execute(

@@ -10,8 +10,24 @@ from typing import Literal
 from src.api.errors import InvalidParameter
 from src.api.stats.params import BucketInterval, TimeRange
 
-Metric = Literal["events", "pageviews", "visitors", "sessions", "avg_duration"]
-METRICS: tuple[Metric, ...] = ("events", "pageviews", "visitors", "sessions", "avg_duration")
+Metric = Literal[
+    "events",
+    "pageviews",
+    "visitors",
+    "sessions",
+    "avg_duration",
+    "visits",
+    "bounce_rate",
+    "visit_duration",
+    "views_per_visit",
+]
+EVENT_METRICS: tuple[Metric, ...] = ("events", "pageviews", "visitors", "sessions", "avg_duration")
+# Read from the sessions job's table (src/api/sessions/), bucketed by the session's start.
+SESSION_METRICS: tuple[Metric, ...] = ("visits", "bounce_rate", "visit_duration", "views_per_visit")
+METRICS: tuple[Metric, ...] = (*EVENT_METRICS, *SESSION_METRICS)
+# Event metrics a session dimension also takes, counted over the sessions (their visitors,
+# the page views and events of those sessions).
+SESSION_COUNTABLE: tuple[Metric, ...] = ("visitors", "pageviews", "events")
 # Metrics that add up across rollup rows; the others need distinct counts over raw events.
 ADDITIVE: frozenset[str] = frozenset({"events", "pageviews", "avg_duration"})
 DISTINCT: frozenset[str] = frozenset({"visitors", "sessions"})
@@ -30,6 +46,11 @@ DIMENSION_SQL: dict[str, str] = {
         "CASE WHEN os IN ('Windows', 'MacOS', 'iOS', 'Android', 'Linux') THEN os ELSE 'Other' END"
     ),
 }
+# Dimensions only sessions have (with session metrics only), and those they share with events.
+SESSION_DIMENSIONS: tuple[str, ...] = ("entry_page", "exit_page", "utm_source", "utm_medium", "utm_campaign")
+SESSION_SHARED: frozenset[str] = frozenset(
+    {"site_id", "os", "browser", "device", "referrer_domain", "operating_system"}
+)
 FILTERS: tuple[str, ...] = ("page", "event_type", "os", "browser", "device", "referrer_domain")
 Source = Literal["auto", "rollup", "raw"]
 

@@ -14,7 +14,7 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.rollups.activity import ACTIVITY, ACTIVITY_LATE, KINDS
-from src.api.rollups.catalogue import CATALOGUE
+from src.api.rollups.catalogue import CATALOGUE, IS_PAGEVIEW
 from src.api.stats.planner import RAW, Plan, Run
 from src.api.stats.question import DIMENSION_SQL
 
@@ -133,14 +133,12 @@ def additive_statement(
             bucket = "NULL AS b"
         if spec is None:
             measures = (
-                "count(*) AS events, count(*) FILTER (WHERE event_type = 'pageview') AS pageviews,"
+                f"count(*) AS events, count(*) FILTER (WHERE {IS_PAGEVIEW}) AS pageviews,"
                 " COALESCE(sum(duration), 0) AS duration_sum, count(duration) AS duration_count"
             )
         else:
             pageviews = (
-                "sum(pageviews)"
-                if spec.has_pageviews_column
-                else "sum(events) FILTER (WHERE event_type = 'pageview')"
+                "sum(pageviews)" if spec.has_pageviews_column else f"sum(events) FILTER (WHERE {IS_PAGEVIEW})"
             )
             # bigint, never NULL: sums of bigint are numeric, which is slow to add up again.
             measures = (

@@ -16,8 +16,10 @@ from src.api.sites.repository import client_site_ids
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
 from src.api.stats.question import (
     DIMENSION_SQL,
+    EVENT_METRICS,
     FILTERS,
     METRICS,
+    SESSION_DIMENSIONS,
     Question,
     Source,
     check_query_names,
@@ -30,7 +32,7 @@ from src.api.stats.service import answer, iso, site_filter
 router = APIRouter(prefix="/api/stats", tags=["stats"])
 
 _COMMON = ("site_id", "client_id", "from", "to", "tz", "source", *FILTERS)
-_DIMENSIONS = tuple(DIMENSION_SQL)
+_DIMENSIONS = (*DIMENSION_SQL, *SESSION_DIMENSIONS)
 TextList = Annotated[list[QueryText] | None, Query(max_length=200)]
 
 
@@ -160,7 +162,9 @@ async def summary(
     request: Request, session: StatsSessionDep, timescale: TimescaleDep, base: BaseQuestion
 ) -> dict[str, Any]:
     check_query_names(request.query_params, _COMMON)
-    question = replace(base, metrics=METRICS)
+    # Sessions have no page or event type to filter by: with those filters, event metrics only.
+    pageless = not any(name in base.filters for name in ("page", "event_type"))
+    question = replace(base, metrics=METRICS if pageless else EVENT_METRICS)
     result = await answer(session, timescale, question)
     return {**result.rows[0], **_window(question), "source": result.source}
 

@@ -23,10 +23,19 @@ from src.api.events.schemas import EventBucket
 from src.api.rollups import freshness
 from src.api.rollups.activity import BLOCK_DAYS
 from src.api.rollups.catalogue import DAY, QUARTER, ceil_quarter, ceil_to, floor_quarter, floor_to
+from src.api.sessions import repository as sessions
 from src.api.stats import repository
 from src.api.stats.params import BucketInterval, TimeRange
 from src.api.stats.planner import Plan, raw_plan, tiered_plan
-from src.api.stats.question import ADDITIVE, DISTINCT, Question
+from src.api.stats.question import (
+    ADDITIVE,
+    DISTINCT,
+    SESSION_COUNTABLE,
+    SESSION_DIMENSIONS,
+    SESSION_METRICS,
+    SESSION_SHARED,
+    Question,
+)
 
 log = logging.getLogger(__name__)
 MAX_BUCKETS = 50_000
@@ -96,7 +105,12 @@ async def answer(
 ) -> Answer:
     if fill:
         _check_size(question)
-    chosen = await plan(session, timescale, question)
+    check_sessions(question)
+    only_sessions = all(m in SESSION_METRICS for m in question.metrics) or any(
+        d in SESSION_DIMENSIONS for d in question.group_by
+    )
+    # Session metrics read the sessions table alone: no plan over events to make.
+    chosen = raw_plan(question) if only_sessions else await plan(session, timescale, question)
     await repository.use_zone(session, question.tz)
     bucketed = question.interval is not None
     dims = question.group_by
@@ -115,8 +129,12 @@ async def answer(
     # Every statement returns its groups in the order of the answer; only groups added to those
     # of an earlier statement (one the sums lacked, fill's empty buckets) call for a sort.
     ordered = True
-    wanted_additive = any(m in ADDITIVE for m in question.metrics)
-    wanted_distinct = any(m in DISTINCT for m in question.metrics)
+    wanted_additive = any(m in ADDITIVE for m in question.metrics) and not only_sessions
+    # Grouped by a session dimension, every metric is the sessions' own.
+    wanted_sessions = [m for m in question.metrics if m in SESSION_METRICS or only_sessions]
+    wanted_distinct = (any(m in DISTINCT for m in question.metrics) and not only_sessions) or bool(
+        wanted_sessions
+    )
     if wanted_additive:
         statement, runs = repository.additive_statement(
             chosen, dims, question.filters, bucketed=bucketed, site=site
@@ -133,7 +151,7 @@ async def answer(
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
     masks = _activity_params(question)
-    for metric in (m for m in question.metrics if m in DISTINCT):
+    for metric in (m for m in question.metrics if m in DISTINCT and not only_sessions):
         if masks is not None:
             statement = repository.activity_statement(
                 metric,
@@ -156,6 +174,25 @@ async def answer(
                 found = merged[key] = shape.empty(key)
                 ordered = ordered and first
             found[metric] = row[shape.width]
+    if wanted_sessions:
+        days = _whole_days(question)
+        if days is not None:  # a total: whole UTC days from the daily metrics
+            statement = sessions.session_total_statement(wanted_sessions, site=site)
+            found_rows = await repository.rows(session, statement, {**params, **days})
+        else:
+            statement = sessions.session_statement(
+                wanted_sessions, dims, list(question.filters), bucketed=bucketed, site=site
+            )
+            found_rows = await repository.rows(session, statement, params)
+        first = not merged
+        for row in found_rows:
+            key = row[: shape.width]
+            found = merged.get(key)
+            if found is None:
+                found = merged[key] = shape.empty(key)
+                ordered = ordered and first
+            for offset, metric in enumerate(wanted_sessions):
+                found[metric] = row[shape.width + offset]
     if fill and bucketed:
         buckets = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
         groups = {key[1:] for key in merged} or ({()} if not dims else set())
@@ -170,10 +207,54 @@ async def answer(
     rows = list(merged.values())
     if not ordered:
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
-    return Answer(source=_source(chosen, wanted_distinct), rows=rows)
+    return Answer(source="sessions" if only_sessions else _source(chosen, wanted_distinct), rows=rows)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _whole_days(question: Question) -> dict[str, Any] | None:
+    """The whole UTC days of a total's range, for sessions.session_total_statement (None: not
+    a total, or a filter other than the site)."""
+    if question.interval is not None or question.group_by or question.filters:
+        return None
+    start, end = question.window.start, question.window.end
+    mid_lo, mid_hi = ceil_to(start, DAY), floor_to(end, DAY)
+    if mid_lo >= mid_hi:
+        mid_lo = mid_hi = end
+    return {"mid_lo": mid_lo, "mid_hi": mid_hi, "day_lo": mid_lo.date(), "day_hi": mid_hi.date()}
+
+
+def check_sessions(question: Question) -> None:
+    """Session metrics group by the session's own dimensions and those it shares with events
+    (its first event's), and cannot be filtered by page or event type; session dimensions go
+    with session metrics only."""
+    session_metrics = [m for m in question.metrics if m in SESSION_METRICS]
+    session_dims = [d for d in question.group_by if d in SESSION_DIMENSIONS]
+    if session_dims:
+        for metric in question.metrics:
+            if metric not in SESSION_METRICS and metric not in SESSION_COUNTABLE:
+                raise InvalidParameter(
+                    ("query", "metrics"),
+                    f"{session_dims[0]} is a session dimension: ask session metrics"
+                    f" ({', '.join((*SESSION_METRICS, *SESSION_COUNTABLE))}) with it",
+                    metric,
+                )
+        session_metrics = list(question.metrics)
+    if not session_metrics:
+        return
+    for name in question.group_by:
+        if name not in SESSION_DIMENSIONS and name not in SESSION_SHARED:
+            raise InvalidParameter(
+                ("query", "dimension" if len(question.group_by) == 1 else "group_by"),
+                f"session metrics cannot be grouped by {name}; use entry_page or exit_page for pages",
+                name,
+            )
+    for name in question.filters:
+        if name not in SESSION_SHARED:
+            raise InvalidParameter(
+                ("query", name), "session metrics cannot be filtered by page or event_type", name
+            )
 
 
 def _activity_params(question: Question) -> dict[str, Any] | None:
@@ -217,6 +298,9 @@ def _sortable(value: object) -> tuple[int, object]:
     return (0, value) if value is not None else (1, "")
 
 
+_COUNTS = frozenset({"events", "pageviews", "visitors", "sessions", "visits"})
+
+
 class _Shape:
     """Builds the answer's rows: bucket, dimensions, then the metrics in the question's order.
     Buckets arrive as datetimes in the question's zone (use_zone set the session's), and
@@ -245,7 +329,7 @@ class _Shape:
     def empty(self, key: Sequence[Any]) -> dict[str, Any]:
         row = dict(zip(self.key_names, key if self.bucketed else key[1:], strict=True))
         for metric in self.metrics:
-            row[metric] = None if metric == "avg_duration" else 0
+            row[metric] = 0 if metric in _COUNTS else None
         return row
 
     def from_sums(self, values: tuple[Any, ...]) -> dict[str, Any]:

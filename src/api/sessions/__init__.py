@@ -1,0 +1,1 @@
+"""Sessions: the sessionisation job (incremental and exact), its tables, SQL and watermark."""
