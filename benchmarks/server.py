@@ -41,6 +41,10 @@ def running_server(
     """uvicorn for one worker, gunicorn with uvicorn workers for more; yields (base URL, process)."""
     port = free_port()
     env = {
+        # The optional pipelines stay off unless asked for: a figure of ingestion is not one
+        # of exporting or sessionising the data set at the same time.
+        "EXPORT_INTERVAL": "0",
+        "SESSION_JOB_INTERVAL": "0",
         **os.environ,
         "DATABASE_URL": database_url,
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
