@@ -201,3 +201,24 @@ async def test_cors_allows_exactly_the_origins_of_authorized_sites() -> None:
             assert read.status_code == 200 and "access-control-allow-origin" not in read.headers
         bare = await http.options("/collect")
         assert bare.status_code == 204 and "access-control-allow-origin" not in bare.headers
+
+
+async def test_a_sites_stats_default_to_its_own_zone(engine: AsyncEngine) -> None:
+    site = _name("zoned")
+    async with service(site_authorization="registry") as (_, http):
+        await add_site(http, site, "acme", timezone="Asia/Kathmandu")
+        at = "2026-11-20T20:00:00+00:00"  # 01:45 on the 21st in Kathmandu, the 20th in UTC
+        answer = await http.post(
+            "/api/events/batch", json={"events": [{"site_id": site, "page": "/", "time": at}]}, headers=ADMIN
+        )
+        assert answer.status_code == 200, answer.text
+        window = {"site_id": site, "from": "2026-11-19T00:00:00Z", "to": "2026-11-23T00:00:00Z"}
+        days = {"interval": "1 day", "metrics": "events", **window}
+        own = (await http.get("/api/stats/timeseries", params=days, headers=ADMIN)).json()
+        assert own["tz"] == "Asia/Kathmandu"
+        assert [row["bucket"][:10] for row in own["rows"]] == ["2026-11-21"]
+        utc = (await http.get("/api/stats/timeseries", params={**days, "tz": "UTC"}, headers=ADMIN)).json()
+        assert [row["bucket"][:10] for row in utc["rows"]] == ["2026-11-20"]
+        unregistered = {**window, "site_id": _name("unregistered")}
+        other = (await http.get("/api/stats/summary", params=unregistered, headers=ADMIN)).json()
+        assert other["tz"] == "UTC"

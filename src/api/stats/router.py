@@ -12,7 +12,7 @@ from fastapi.responses import ORJSONResponse
 from src.api.auth.dependencies import Access, StatsReadDep
 from src.api.db.engine import SessionDep, StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
-from src.api.sites.repository import client_site_ids
+from src.api.sites.repository import client_site_ids, site_timezone
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
 from src.api.stats.question import (
     DIMENSION_SQL,
@@ -71,8 +71,12 @@ async def base_question(
     device: TextList = None,
     referrer_domain: TextList = None,
 ) -> Question:
-    """What every stats route shares: site, range, zone, filters (each repeatable)."""
-    zone = parse_timezone(tz)
+    """What every stats route shares: site, range, zone, filters (each repeatable). Without
+    `tz`, a registered site's stats are in the site's own zone, others in UTC."""
+    if tz is None and site_id is not None:
+        zone = await site_timezone(session, site_id) or "UTC"
+    else:
+        zone = parse_timezone(tz)
     values = {
         "page": page,
         "event_type": event_type,
