@@ -35,6 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.config import Settings
+from src.api.metrics import instruments as metrics
 from src.api.sessions import repository
 
 log = logging.getLogger(__name__)
@@ -269,7 +270,10 @@ async def run_session_loop(engine: AsyncEngine, settings: Settings, every: float
         try:
             now = datetime.now(UTC)
             config = SessionSettings.of(settings, now)
-            await run(engine, config, trigger="schedule", until=now - SCHEDULED_LAG, wait=False)
+            with metrics.job_run("sessions"):
+                result = await run(engine, config, trigger="schedule", until=now - SCHEDULED_LAG, wait=False)
+            if result is not None:
+                metrics.set_job_lag("sessions", (datetime.now(UTC) - result.watermark).total_seconds())
         except (DBAPIError, OSError) as exc:
             log.warning("sessions job failed: %s", type(exc).__name__)
         await asyncio.sleep(every)
