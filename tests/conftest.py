@@ -93,3 +93,14 @@ async def clean(engine: AsyncEngine) -> None:
 def requires_community(info: TimescaleInfo) -> None:
     if not info.has_continuous_aggregates:
         pytest.skip("needs the TimescaleDB Community edition (continuous aggregates)")
+
+
+@pytest.fixture
+async def clean_sites(engine: AsyncEngine) -> AsyncIterator[None]:
+    """No site or key before the test, and none left after it (a key left behind would make
+    every other test's reads need one). Used by tests/sites, tests/auth and tests/privacy."""
+    from tests.sites.helpers import clear_sites_and_keys
+
+    await clear_sites_and_keys(engine)
+    yield
+    await clear_sites_and_keys(engine)

@@ -166,14 +166,7 @@ async def answer(
                 metric, dims, question.filters, bucketed=bucketed, site=site
             )
             found_rows = await repository.rows(session, statement, params)
-        first = not merged
-        for row in found_rows:
-            key = row[: shape.width]
-            found = merged.get(key)
-            if found is None:
-                found = merged[key] = shape.empty(key)
-                ordered = ordered and first
-            found[metric] = row[shape.width]
+        ordered = _merge(merged, found_rows, shape, (metric,)) and ordered
     if wanted_sessions:
         days = _whole_days(question)
         if days is not None:  # a total: whole UTC days from the daily metrics
@@ -184,15 +177,7 @@ async def answer(
                 wanted_sessions, dims, list(question.filters), bucketed=bucketed, site=site
             )
             found_rows = await repository.rows(session, statement, params)
-        first = not merged
-        for row in found_rows:
-            key = row[: shape.width]
-            found = merged.get(key)
-            if found is None:
-                found = merged[key] = shape.empty(key)
-                ordered = ordered and first
-            for offset, metric in enumerate(wanted_sessions):
-                found[metric] = row[shape.width + offset]
+        ordered = _merge(merged, found_rows, shape, wanted_sessions) and ordered
     if fill and bucketed:
         buckets = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
         groups = {key[1:] for key in merged} or ({()} if not dims else set())
@@ -208,6 +193,28 @@ async def answer(
     if not ordered:
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
     return Answer(source="sessions" if only_sessions else _source(chosen, wanted_distinct), rows=rows)
+
+
+def _merge(
+    merged: dict[tuple[Any, ...], dict[str, Any]],
+    found_rows: Sequence[tuple[Any, ...]],
+    shape: _Shape,
+    metrics: Sequence[str],
+) -> bool:
+    """Set `metrics` (the columns after each row's key) on the merged groups, adding the groups
+    not there yet; whether the merged rows are still in answer order (groups added to those of
+    an earlier statement call for a sort)."""
+    first = not merged
+    ordered = True
+    for row in found_rows:
+        key = row[: shape.width]
+        found = merged.get(key)
+        if found is None:
+            found = merged[key] = shape.empty(key)
+            ordered = ordered and first
+        for offset, metric in enumerate(metrics):
+            found[metric] = row[shape.width + offset]
+    return ordered
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
