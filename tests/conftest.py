@@ -104,3 +104,17 @@ async def clean_sites(engine: AsyncEngine) -> AsyncIterator[None]:
     await clear_sites_and_keys(engine)
     yield
     await clear_sites_and_keys(engine)
+
+
+@pytest.fixture
+async def fresh_sessions(engine: AsyncEngine) -> AsyncIterator[None]:
+    """An empty sessions pipeline: no sessions, no changes, no watermark (the next run is full)."""
+
+    async def reset() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("TRUNCATE session, session_daily_metric, session_change, session_run"))
+            await conn.execute(text("UPDATE session_job SET watermark = NULL"))
+
+    await reset()
+    yield
+    await reset()

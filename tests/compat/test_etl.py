@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -17,18 +16,6 @@ from src.api.config import get_settings
 from src.api.sessions import repository
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def fresh_sessions(engine: AsyncEngine) -> AsyncIterator[None]:
-    async def reset() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE session, session_daily_metric, session_change, session_run"))
-            await conn.execute(text("UPDATE session_job SET watermark = NULL"))
-
-    await reset()
-    yield
-    await reset()
 
 
 async def post(client: httpx.AsyncClient, site: str, start: datetime) -> None:

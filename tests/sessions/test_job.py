@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.config import get_settings
@@ -24,20 +22,6 @@ pytestmark = pytest.mark.anyio
 TIMEOUT = timedelta(minutes=30)
 TYPES = ("pageview", "page_view", "$pageview", "click", "scroll", "signup")
 PAGES = ("/", "/a", "/b", "/pricing", "/docs")
-
-
-@pytest.fixture
-async def fresh_sessions(engine: AsyncEngine) -> AsyncIterator[None]:
-    """An empty pipeline: no sessions, no changes, no watermark (the next run is full)."""
-
-    async def reset() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE session, session_daily_metric, session_change, session_run"))
-            await conn.execute(text("UPDATE session_job SET watermark = NULL"))
-
-    await reset()
-    yield
-    await reset()
 
 
 def config() -> SessionSettings:

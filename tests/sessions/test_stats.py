@@ -6,14 +6,12 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.config import get_settings
@@ -23,18 +21,6 @@ from tests.sessions.test_job import post, random_event
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = timedelta(minutes=30)
-
-
-@pytest.fixture
-async def fresh_sessions(engine: AsyncEngine) -> AsyncIterator[None]:
-    async def reset() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(text("TRUNCATE session, session_daily_metric, session_change, session_run"))
-            await conn.execute(text("UPDATE session_job SET watermark = NULL"))
-
-    await reset()
-    yield
-    await reset()
 
 
 def metrics(items: list[Expected]) -> dict[str, Any]:

@@ -263,17 +263,24 @@ async def start_background(
     return True, run_id
 
 
+async def scheduled_turn(engine: AsyncEngine, settings: Settings) -> RunResult | None:
+    """One turn of the scheduled job, counted in /metrics with its lag; None when another run
+    is in progress."""
+    now = datetime.now(UTC)
+    config = SessionSettings.of(settings, now)
+    with metrics.job_run("sessions"):
+        result = await run(engine, config, trigger="schedule", until=now - SCHEDULED_LAG, wait=False)
+    if result is not None:
+        metrics.set_job_lag("sessions", (datetime.now(UTC) - result.watermark).total_seconds())
+    return result
+
+
 async def run_session_loop(engine: AsyncEngine, settings: Settings, every: float) -> None:
     """The scheduled job: every `every` seconds, up to SCHEDULED_LAG behind now; a worker that
     finds a run in progress skips its turn."""
     while True:
         try:
-            now = datetime.now(UTC)
-            config = SessionSettings.of(settings, now)
-            with metrics.job_run("sessions"):
-                result = await run(engine, config, trigger="schedule", until=now - SCHEDULED_LAG, wait=False)
-            if result is not None:
-                metrics.set_job_lag("sessions", (datetime.now(UTC) - result.watermark).total_seconds())
+            await scheduled_turn(engine, settings)
         except (DBAPIError, OSError) as exc:
             log.warning("sessions job failed: %s", type(exc).__name__)
         await asyncio.sleep(every)
