@@ -64,13 +64,6 @@ async def get_site(session: AsyncSession, site_id: str) -> SiteRecord | None:
     return _record(row) if row else None
 
 
-async def site_timezone(session: AsyncSession, site_id: str) -> str | None:
-    """The registered site's zone (the default of its stats), None for a site not registered."""
-    statement = select(SITE_TABLE.c.timezone).where(SITE_TABLE.c.site_id == site_id)
-    zone: str | None = (await session.execute(statement)).scalar_one_or_none()
-    return zone
-
-
 async def create_site(session: AsyncSession, values: dict[str, Any]) -> SiteRecord | None:
     """The new site, or None when that site_id exists."""
     statement = (

@@ -12,7 +12,8 @@ from fastapi.responses import ORJSONResponse
 from src.api.auth.dependencies import Access, StatsReadDep
 from src.api.db.engine import SessionDep, StatsSessionDep, TimescaleDep
 from src.api.errors import InvalidParameter
-from src.api.sites.repository import client_site_ids, site_timezone
+from src.api.sites.repository import client_site_ids
+from src.api.sites.service import SiteRegistry
 from src.api.stats.params import QueryText, parse_interval, parse_range, parse_timezone
 from src.api.stats.question import (
     DIMENSION_SQL,
@@ -74,7 +75,10 @@ async def base_question(
     """What every stats route shares: site, range, zone, filters (each repeatable). Without
     `tz`, a registered site's stats are in the site's own zone, others in UTC."""
     if tz is None and site_id is not None:
-        zone = await site_timezone(session, site_id) or "UTC"
+        # The registry in memory (SITE_CACHE_SECONDS), as the dashboard reads it: no query.
+        registry: SiteRegistry = request.app.state.site_registry
+        site = (await registry.sites()).get(site_id)
+        zone = site.timezone if site is not None else "UTC"
     else:
         zone = parse_timezone(tz)
     values = {
