@@ -236,3 +236,38 @@ async def test_cli_creates_lists_and_revokes_keys(
     with pytest.raises(SystemExit) as refused:
         cli(["keys", "create", "--name", "x", "--scopes", "root"])
     assert refused.value.code == 2 and "--scopes" in capsys.readouterr().err
+
+
+async def test_a_database_outage_keeps_the_last_known_answers(engine: AsyncEngine) -> None:
+    """Queue mode ingests while the database is down: whether keys are required, and the site
+    registry, keep their last answers instead of failing the request; with no answer yet the
+    outage is the request's 503."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from src.api.auth.service import KeyService
+    from src.api.errors import is_unavailable
+    from src.api.sites.service import SiteRegistry
+
+    settings = get_settings()
+    # Nothing listens on port 1: every connection is refused at once.
+    down = create_async_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    try:
+        keys = KeyService(engine, settings)
+        assert await keys.required(()) is False
+        keys.engine, keys._required_at = down, float("-1e9")  # expired, and the database gone
+        assert await keys.required(()) is False
+        with pytest.raises(Exception) as refused:
+            await KeyService(down, settings).required(())
+        assert is_unavailable(refused.value)
+
+        async with service() as (_, http):
+            await add_site(http, "outage.example.com", "client-outage")
+        registry = SiteRegistry(engine, ttl=0)
+        assert "outage.example.com" in await registry.sites()
+        registry.engine = down
+        assert "outage.example.com" in await registry.sites()
+        with pytest.raises(Exception) as refused:
+            await SiteRegistry(down, ttl=0).sites()
+        assert is_unavailable(refused.value)
+    finally:
+        await down.dispose()

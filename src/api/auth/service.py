@@ -10,6 +10,7 @@ most KEY_CACHE_SECONDS)."""
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -29,7 +30,9 @@ from src.api.auth.keys import (
 )
 from src.api.auth.repository import Connection
 from src.api.config import Settings
-from src.api.errors import AppError
+from src.api.errors import AppError, is_unavailable
+
+log = logging.getLogger(__name__)
 
 KEY_CACHE_SECONDS = 5.0
 TOUCH_EVERY_SECONDS = 60.0
@@ -62,8 +65,15 @@ class KeyService:
         if environment:
             return True
         if time.monotonic() - self._required_at >= KEY_CACHE_SECONDS:
-            async with self.engine.connect() as conn:
-                self._required = await repository.any_live_key(conn)
+            try:
+                async with self.engine.connect() as conn:
+                    self._required = await repository.any_live_key(conn)
+            except Exception as exc:
+                # The database is down: the last answer stands (queue mode keeps ingesting while
+                # it is); with none yet, the request gets the usual 503.
+                if not is_unavailable(exc) or self._required_at == float("-inf"):
+                    raise
+                log.warning("keys: the database is unavailable; using the last known answer")
             self._required_at = time.monotonic()
         return self._required
 

@@ -24,6 +24,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.config import PRIVACY_LEVELS, PrivacyLevel, Settings
+from src.api.errors import is_unavailable
 from src.api.sites import repository
 from src.api.sites.hostnames import hostname_allowed, is_hostname
 from src.api.sites.repository import SiteRecord
@@ -83,9 +84,17 @@ class SiteRegistry:
             return self._sites
         async with self._lock:
             if time.monotonic() - self._loaded_at >= self.ttl:
-                async with self.engine.connect() as conn:
-                    records = await repository.all_sites(conn)
-                self._sites = {record.site_id: record for record in records}
+                try:
+                    async with self.engine.connect() as conn:
+                        records = await repository.all_sites(conn)
+                except Exception as exc:
+                    # The database is down (queue mode ingests on): the last copy stands until
+                    # the next try; with none yet, the request gets the usual 503.
+                    if not is_unavailable(exc) or self._loaded_at == float("-inf"):
+                        raise
+                    log.warning("sites: the database is unavailable; using the last known registry")
+                else:
+                    self._sites = {record.site_id: record for record in records}
                 self._loaded_at = time.monotonic()
         return self._sites
 
