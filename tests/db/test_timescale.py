@@ -135,3 +135,25 @@ async def test_community_edition_has_a_continuous_aggregate_and_policy(
             )
         ).scalar_one()
     assert retention == 1 + len(ROLLUPS)
+
+
+async def test_every_tier_that_keeps_the_page_has_a_per_site_page_index(
+    engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    """Questions about a few pages of one site read just those rows, on both editions: the
+    Apache tier tables' (site_id, page, bucket) index, and the same on each tier aggregate
+    (migration 0009), whose materialisation holds it."""
+    wanted = {f"ix_{r.name}_page": r.name for r in CATALOGUE.tier_rollups if "page" in r.dimensions}
+    assert wanted
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT i.relname, pg_get_indexdef(i.oid) AS definition FROM pg_class i"
+                " JOIN pg_index x ON x.indexrelid = i.oid WHERE i.relname = ANY(:names)"
+            ),
+            {"names": list(wanted)},
+        )
+        found = {row.relname: row.definition for row in rows}
+    assert set(found) == set(wanted)
+    for definition in found.values():
+        assert "(site_id, page, bucket)" in definition

@@ -70,6 +70,7 @@ def create_continuous_aggregate(conn: Connection, spec: Rollup) -> None:
                 f" FROM event GROUP BY bucket, {dims} WITH NO DATA"
             )
         )
+    create_aggregate_indexes(conn, [spec])
     # Materialise whole buckets once they are closed; real-time aggregation answers the rest.
     conn.execute(
         text(
@@ -96,3 +97,16 @@ def add_retention_policies(conn: Connection, relations: Iterable[str], retention
             text("SELECT add_retention_policy(CAST(:rel AS regclass), CAST(:keep AS interval))"),
             {"rel": relation, "keep": retention.sql},
         )
+
+
+def create_aggregate_indexes(conn: Connection, specs: Iterable[Rollup]) -> None:
+    """Community edition: the per-site page index the Apache tier tables have (models.py
+    rollup_table) on each tier aggregate that keeps the page. TimescaleDB gives an aggregate a
+    (dimension, bucket) index per dimension, so a question about a few pages of one site read
+    every site's rows of those pages and filtered them (two thirds of them, with three sites).
+    Idempotent; names and columns are the catalogue's constants."""
+    for spec in specs:
+        if spec.tier is not None and "page" in spec.dimensions:
+            conn.execute(
+                text(f"CREATE INDEX IF NOT EXISTS ix_{spec.name}_page ON {spec.name} (site_id, page, bucket)")
+            )
