@@ -104,6 +104,25 @@ def test_tier_rows_are_whole_groups_only_when_nothing_would_merge_them() -> None
     assert not any(p.whole_groups for p in tiered_plan(late, EVERYWHERE).parts)  # 1 a.m. twice
 
 
+def test_a_granule_as_wide_as_the_bucket_is_read_as_its_bucket() -> None:
+    """No time_bucket per row where each granule is one bucket (one UTC offset over the range),
+    whether or not its rows are groups of their own."""
+
+    def flags(tz: str, interval: str, start: datetime, days: int = 4) -> dict[str, bool]:
+        q = question(start, start + timedelta(days=days), interval, tz, group_by=("operating_system",), site_id="s")
+        return {p.relation: p.granule_is_bucket for p in tiered_plan(q, EVERYWHERE).parts if p.relation != RAW}
+
+    start = utc(2026, 10, 20, 6, 7)
+    assert flags("Asia/Kathmandu", "1 hour", start) == {
+        "event_rollup_1h15_tech": True,
+        "event_rollup_15m": False,
+    }
+    assert set(flags("UTC", "15 minutes", start).values()) == {True}
+    assert set(flags("UTC", "1 day", start).values()) == {True, False}  # days, and hours at the edges
+    assert not any(flags("America/New_York", "1 hour", utc(2026, 10, 30)).values())  # 1 a.m. twice
+    assert not any(flags("UTC", "2 hours", start).values())
+
+
 def test_tiers_stop_at_their_watermark_and_edges_are_raw() -> None:
     start, end = utc(2026, 10, 1, 0, 7), utc(2026, 10, 11, 5, 50)
     q = question(start, end, None)
@@ -248,6 +267,9 @@ async def test_tiers_equal_a_full_scan_after_late_events_duplicates_and_deletes(
             {"interval": "1 day", "group_by": "page", "metrics": "events,pageviews,avg_duration"},
             {"interval": "1 hour", "group_by": "os", "metrics": "events"},
             {"interval": "1 day", "metrics": "events", "tz": "Asia/Kathmandu"},
+            # Granules that are the buckets, whose groups still sum (several OS are Other).
+            {"interval": "1 hour", "group_by": "operating_system", "tz": "Asia/Kathmandu"},
+            {"interval": "15 minutes", "group_by": "page", "metrics": "events,avg_duration"},
         ):
             answers = [
                 (

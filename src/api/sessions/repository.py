@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -641,7 +641,7 @@ def session_statement(
     dim_sql = "".join(f", {expressions[d]} AS {d}" for d in dims)
     measures = ", ".join(f"{SESSION_METRICS[m]} AS {m}" for m in metrics)
     where = " AND site_id = :site_id" if site else ""
-    where += "".join(f" AND {expressions[name]} IN :f_{name}" for name in filters)
+    where += "".join(f" AND {expressions[name]} = ANY(CAST(:f_{name} AS text[]))" for name in filters)
     ordinals = (["1"] if bucketed else []) + [str(i + 2) for i in range(len(dims))]
     group = f" GROUP BY {', '.join(ordinals)}" if ordinals else ""
     order = " ORDER BY b" + "".join(f', {d} COLLATE "C"' for d in dims)
@@ -651,7 +651,4 @@ def session_statement(
         " AND started_at < COALESCE((SELECT watermark FROM session_job WHERE id = 1), '-infinity')"
         f"{where}{group}{order}"
     )
-    clause = text(sql)
-    if filters:
-        clause = clause.bindparams(*(bindparam(f"f_{n}", expanding=True) for n in filters))
-    return clause
+    return text(sql)

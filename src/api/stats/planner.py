@@ -49,6 +49,9 @@ class Part:
     # Each row of the relation is a group of the answer on its own: every granule is a whole
     # bucket, no other part reads those buckets, and every dimension it keeps is grouped by.
     whole_groups: bool = False
+    # Each granule is one whole bucket of the question: a row's bucket is its own `bucket`
+    # column, with no time_bucket per row (its groups may still need summing).
+    granule_is_bucket: bool = False
 
     @property
     def spec(self) -> Rollup | None:
@@ -217,19 +220,27 @@ def hour_phase(question: Question) -> int:
     return int(-offset.total_seconds()) % HOUR
 
 
-def _whole_groups(question: Question, spec: Rollup) -> bool:
-    """Whether each row of a tier is one group of the answer: the bucket is the granule, with
-    one UTC offset over the whole range (so no two granules, nor a granule and another part's
-    time, share a bucket, as the repeated hour of a fall-back night would), and the question
-    fixes the site or groups by it, and groups by every other dimension the tier keeps, as the
-    column itself."""
+def _granule_is_bucket(question: Question, spec: Rollup) -> bool:
+    """Whether each granule of the rollup is one whole bucket of the question: the bucket is the
+    granule, with one UTC offset over the whole range (the planner uses only granules inside one
+    bucket, so a granule as wide as the bucket is the bucket)."""
     interval = question.interval
-    if spec.tier is None or interval is None or interval.months or interval.seconds != spec.granule:
+    if interval is None or interval.months or interval.seconds != spec.granule:
+        return False
+    return fixed_offset(question) is not None
+
+
+def _whole_groups(question: Question, spec: Rollup) -> bool:
+    """Whether each row of a tier is one group of the answer: each granule is a bucket (so no
+    two granules, nor a granule and another part's time, share a bucket, as the repeated hour
+    of a fall-back night would), and the question fixes the site or groups by it, and groups by
+    every other dimension the tier keeps, as the column itself."""
+    if spec.tier is None or not _granule_is_bucket(question, spec):
         return False
     for dimension in spec.dimensions:
         if dimension not in question.group_by and not (dimension == "site_id" and question.site_id):
             return False
-    return fixed_offset(question) is not None
+    return True
 
 
 def fixed_offset(question: Question) -> timedelta | None:
@@ -281,12 +292,15 @@ def tiered_plan(
         granules = sum((hi - lo).total_seconds() for lo, hi in mine) / granule
         per_run = identity is not None and granule != QUARTER and granules >= _PER_RUN_MIN * len(split)
         runs = split if per_run else _merge(mine, None)
+        spec = CATALOGUE.rollup(relations[granule])
         # Late changes share the rollups' buckets: then no rollup row is a group on its own.
-        whole = not late and not per_run and _whole_groups(question, CATALOGUE.rollup(relations[granule]))
-        parts.append(Part(relations[granule], granule, tuple(runs), per_run, whole))
+        whole = not late and not per_run and _whole_groups(question, spec)
+        is_bucket = not per_run and _granule_is_bucket(question, spec)
+        parts.append(Part(relations[granule], granule, tuple(runs), per_run, whole, is_bucket))
     if late and pieces:
         covered = _merge(sorted((lo, hi) for _, lo, hi in pieces), None)
-        parts.append(Part(CATALOGUE.late.name, QUARTER, tuple(covered)))
+        is_bucket = _granule_is_bucket(question, CATALOGUE.late)
+        parts.append(Part(CATALOGUE.late.name, QUARTER, tuple(covered), granule_is_bucket=is_bucket))
     edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
     if edges:
         parts.append(Part(RAW, 0, edges))

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import TextClause, bindparam, text
+import psycopg
+from sqlalchemy import TextClause, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.rollups.activity import ACTIVITY, ACTIVITY_LATE, KINDS
@@ -48,16 +50,16 @@ def _filters_sql(filters: Mapping[str, Sequence[str]], site: bool) -> tuple[str,
     names = []
     for name, values in filters.items():
         if values:
-            clauses.append(f" AND {DIMENSION_SQL[name]} IN :f_{name}")
+            # One array parameter, not a list of them: the statement text is the same for any
+            # number of values (and rows() sends it as it is).
+            clauses.append(f" AND {DIMENSION_SQL[name]} = ANY(CAST(:f_{name} AS text[]))")
             names.append(name)
     return "".join(clauses), names
 
 
 def _bind(sql: str, filter_names: Sequence[str]) -> TextClause:
-    clause = text(sql)
-    if filter_names:
-        clause = clause.bindparams(*(bindparam(f"f_{n}", expanding=True) for n in filter_names))
-    return clause
+    del filter_names  # bound as arrays (see _filters_sql)
+    return text(sql)
 
 
 def _runs_sql(
@@ -127,6 +129,8 @@ def additive_statement(
             continue
         if per_run:  # rows of a run that lies inside one bucket share the run's bucket
             bucket = f"p{index}.b AS b"
+        elif bucketed and part.granule_is_bucket:  # each granule is one bucket: its own start
+            bucket = "bucket AS b"
         elif bucketed:
             bucket = f"time_bucket(CAST(:interval AS interval), {column}, :tz) AS b"
         else:
@@ -263,9 +267,22 @@ def fill_statement() -> TextClause:
 async def rows(
     session: AsyncSession, statement: TextClause, params: Mapping[str, Any]
 ) -> Sequence[tuple[Any, ...]]:
-    """The result as tuples: answers of thousands of rows are built without a dict per row."""
-    result = await session.execute(statement, dict(params))
-    return result.tuples().all()
+    """The result as plain tuples, read in PostgreSQL's binary format on the session's own
+    connection and transaction (its zone and statement timeout hold). Answers of thousands of
+    rows: binary timestamps and numbers load faster than their text, and the rows skip
+    SQLAlchemy's Row objects — together about a third of the 14k-row hourly answer's time
+    outside SQL. Errors come back as SQLAlchemy's, as from session.execute."""
+    connection = await session.connection()
+    compiled = statement.compile(dialect=connection.dialect)
+    values = compiled.construct_params(dict(params))
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert isinstance(raw, psycopg.AsyncConnection)
+    try:
+        async with raw.cursor(binary=True) as cursor:
+            await cursor.execute(compiled.string, values)
+            return await cursor.fetchall()
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(compiled.string, values, exc, psycopg.Error) from exc
 
 
 async def use_zone(session: AsyncSession, tz: str) -> None:
