@@ -78,9 +78,29 @@ def test_hourly_buckets_use_the_tier_of_the_zones_hours(tz: str, tier: str) -> N
     assert sum((hi - lo for lo, hi in parts["event_rollup_15m"]), timedelta()) == timedelta(hours=1)
 
 
-def test_totals_in_any_zone_pair_utc_days_with_utc_hours() -> None:
+def test_totals_in_any_zone_pair_utc_days_with_utc_six_hours_and_hours() -> None:
     q = question(utc(2026, 10, 1, 5), utc(2026, 10, 9, 7), None, "Asia/Kathmandu", group_by=("page",))
-    assert set(spans(tiered_plan(q, EVERYWHERE).parts)) == {"event_rollup_1d_page", "event_rollup_1h_page"}
+    parts = spans(tiered_plan(q, EVERYWHERE).parts)
+    assert set(parts) == {"event_rollup_1d_page", "event_rollup_6h_page", "event_rollup_1h_page"}
+    assert parts["event_rollup_6h_page"] == [(utc(2026, 10, 1, 6), utc(2026, 10, 2)), (utc(2026, 10, 9), utc(2026, 10, 9, 6))]
+
+
+def test_a_kathmandu_day_by_page_is_four_six_hour_granules_and_a_new_york_day_nine_rows() -> None:
+    zone = ZoneInfo("Asia/Kathmandu")
+    start = datetime(2026, 10, 1, tzinfo=zone).astimezone(UTC)  # 18:15 UTC the day before
+    q = question(start, start + timedelta(days=3), "1 day", "Asia/Kathmandu", group_by=("page",))
+    plan = tiered_plan(q, EVERYWHERE)
+    assert spans(plan.parts) == {
+        "event_rollup_6h15_page": [(start + timedelta(days=d), start + timedelta(days=d + 1)) for d in range(3)]
+    }
+    assert plan.parts[0].one_bucket_per_run
+    york = ZoneInfo("America/New_York")
+    start = datetime(2026, 10, 1, tzinfo=york).astimezone(UTC)  # 04:00 UTC (daylight time)
+    q = question(start, start + timedelta(days=3), "1 day", "America/New_York", group_by=("page",))
+    parts = spans(tiered_plan(q, EVERYWHERE).parts)
+    assert set(parts) == {"event_rollup_6h_page", "event_rollup_1h_page"}
+    six = sum((hi - lo for lo, hi in parts["event_rollup_6h_page"]), timedelta())
+    assert six == timedelta(hours=18 * 3)  # 06:00 to 24:00 UTC of each day; 4 hours from the hourly tier
 
 
 def test_tier_rows_are_whole_groups_only_when_nothing_would_merge_them() -> None:

@@ -1,11 +1,12 @@
 """The catalogue: every rollup and tier, in one collection, and the granule arithmetic.
 
 A *granule* is a rollup's bucket width in seconds: a quarter hour for the 15-minute rollups
-(the wide one keeps every dimension, the site one only site and event type), an hour or a day
-for the *tiers* above them. A tier is a set of rollups of narrow *shapes* (dimension sets) at
+(the wide one keeps every dimension, the site one only site and event type), an hour, six
+hours or a day for the *tiers* above them. A tier is a set of rollups of narrow *shapes* (dimension sets) at
 one granule and phase: UTC hours, hours at :15 and :30 past the UTC hour (the local hours of
-Kathmandu, Kolkata, St John's), and UTC days. Names, columns and bucket SQL are the same on both
-editions: continuous aggregates on Community, the service's own tables on Apache.
+Kathmandu, Kolkata, St John's), six hours at each of those phases, and UTC days. Names, columns
+and bucket SQL are the same on both editions: continuous aggregates on Community, the
+service's own tables on Apache.
 
 Identifiers and SQL fragments here are constants: nothing is built from input.
 """
@@ -18,8 +19,9 @@ from functools import cached_property
 
 QUARTER = 900  # seconds: the 15-minute rollups' granule
 HOUR = 3600
+SIX_HOURS = 6 * HOUR
 DAY = 86400
-GRANULE_SQL: dict[int, str] = {QUARTER: "15 minutes", HOUR: "1 hour", DAY: "1 day"}
+GRANULE_SQL: dict[int, str] = {QUARTER: "15 minutes", HOUR: "1 hour", SIX_HOURS: "6 hours", DAY: "1 day"}
 
 # The dimensions rollups group by, in column order (the wide rollup keeps them all); the stats
 # planner whitelists them.
@@ -69,6 +71,8 @@ class Tier:
     # The finer tier (of the same phase) this one is summed from, once complete there; None:
     # from the wide 15-minute rollup.
     summed_from: str | None = None
+    # The TIER_SHAPES it keeps; None: all of them.
+    shapes: tuple[str, ...] | None = None
 
     def bucket(self, column: str) -> str:
         return bucket_sql(column, self.granule, self.phase)
@@ -107,7 +111,7 @@ class Rollup:
 class Catalogue:
     """Every tier and every rollup; the one place the rest of the code looks them up."""
 
-    tiers: tuple[Tier, ...]  # hours first: the daily tier is summed from the UTC hours
+    tiers: tuple[Tier, ...]  # hours first: the coarser tiers are summed from them
     rollups: tuple[Rollup, ...]  # the 15-minute ones first, widest first
     # Apache edition: late events' changes, waiting to be folded into the rollups
     # (src/api/rollups/maintenance.py). The wide rollup's shape, so a question can read them.
@@ -166,15 +170,25 @@ class Catalogue:
         return self.rollups[0]
 
 
+# Six-hour tiers at the hours' three phases: a local day of a zone whose midnight is not UTC's
+# is then mostly six-hour granules — a Kathmandu day (18:15 UTC) four of the :15 tier, a New
+# York day three and six hours — where it was 24 hourly rows per group. Only the shapes daily
+# timeseries ask for (the site's totals, pages); each tier's bit in a late change's mask is its
+# position here, so new tiers go last.
+_SIX_HOUR_SHAPES = ("site", "page")
 TIERS: tuple[Tier, ...] = (
     Tier("1h", HOUR),
     Tier("1h15", HOUR, 15 * 60),
     Tier("1h30", HOUR, 30 * 60),
     Tier("1d", DAY, summed_from="1h"),
+    Tier("6h", SIX_HOURS, summed_from="1h", shapes=_SIX_HOUR_SHAPES),
+    Tier("6h15", SIX_HOURS, 15 * 60, summed_from="1h15", shapes=_SIX_HOUR_SHAPES),
+    Tier("6h30", SIX_HOURS, 30 * 60, summed_from="1h30", shapes=_SIX_HOUR_SHAPES),
 )
-# The shapes that breakdowns and timeseries ask for most, in every tier. The planner uses a
-# tier granule only where it lies inside one bucket of the question (so a New York day is 24
-# UTC hours, a Kathmandu day 24 hours of the :15 tier).
+# The shapes that breakdowns and timeseries ask for most, in every tier (six-hour ones: some).
+# The planner uses a tier granule only where it lies inside one bucket of the question (so a
+# New York day is 6 UTC hours and two six-hour granules, a Kathmandu day four six-hour
+# granules of the :15 tier).
 TIER_SHAPES: dict[str, tuple[str, ...]] = {
     "site": ("site_id", "event_type"),
     "page": ("site_id", "page"),
@@ -192,6 +206,7 @@ CATALOGUE = Catalogue(
             Rollup(f"event_rollup_{tier.name}_{shape}", tier.granule, dims, tier)
             for tier in TIERS
             for shape, dims in TIER_SHAPES.items()
+            if tier.shapes is None or shape in tier.shapes
         ),
     ),
     late=Rollup("rollup_late", QUARTER, DIMENSIONS),

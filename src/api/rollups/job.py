@@ -1,4 +1,4 @@
-"""The rollup job (Apache edition): fills the hourly and daily tiers from the 15-minute rollups
+"""The rollup job (Apache edition): fills the hourly, six-hourly and daily tiers from the 15-minute rollups
 once a span is closed, and moves each tier's watermark on. On Community the continuous
 aggregates' own refresh policies do this. See src/api/rollups/maintenance.py for why every
 event counts exactly once in a tier."""
@@ -14,14 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.metrics import instruments as metrics
 from src.api.rollups import repository
-from src.api.rollups.catalogue import CATALOGUE, DAY, HOUR, floor_to
+from src.api.rollups.catalogue import CATALOGUE, DAY, HOUR, SIX_HOURS, floor_to
 
 log = logging.getLogger(__name__)
 # A span is closed this long after it ends: events a few minutes late still reach the tiers
 # through the job, not through the (slightly dearer) late path of the ingest statement.
 CLOSE_AFTER = timedelta(minutes=5)
 # The most one transaction fills while it holds the watermark (and ingest statements wait).
-_STEP: dict[int, timedelta] = {HOUR: timedelta(hours=6), DAY: timedelta(days=7)}
+_STEP: dict[int, timedelta] = {HOUR: timedelta(hours=6), SIX_HOURS: timedelta(days=2), DAY: timedelta(days=7)}
 
 
 async def advance_tiers(engine: AsyncEngine, now: datetime | None = None) -> dict[str, datetime | None]:

@@ -1,11 +1,12 @@
 """Which relation answers which part of a question's time range.
 
-The range is covered, coarsest first, by UTC days of the daily tier, hours of the hourly tier
-whose hours are the zone's (UTC hours, or hours at :15 or :30 for zones such as Kathmandu and
-Kolkata), quarter hours of a 15-minute rollup, and raw events for the ragged edges. A tier
-granule is used only where it lies inside one bucket of the question (in its zone) — so a New
-York day is 24 UTC hours, a Kathmandu day 24 hours of the :15 tier — and, on the Apache
-edition, below the tier's watermark. Every part is bucketed with the same
+The range is covered, coarsest first, by UTC days of the daily tier, six-hour and then hourly
+granules of the tiers whose hours are the zone's (UTC hours, or hours at :15 or :30 for zones
+such as Kathmandu and Kolkata), quarter hours of a 15-minute rollup, and raw events for the
+ragged edges. A tier granule is used only where it lies inside one bucket of the question (in
+its zone) — so a New York day is three six-hour granules and six UTC hours, a Kathmandu day
+four six-hour granules of the :15 tier — and, on the Apache edition, below the tier's
+watermark. Every part is bucketed with the same
 `time_bucket(interval, t, tz)`, so the parts add up to exactly what raw events give."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from src.api.rollups.catalogue import (
     DAY,
     HOUR,
     QUARTER,
+    SIX_HOURS,
     Rollup,
     Tier,
     ceil_quarter,
@@ -208,6 +210,7 @@ def _merge(pieces: list[Run], identity: Callable[[datetime], object] | None) -> 
 
 _DAILY: tuple[Tier, ...] = tuple(t for t in CATALOGUE.tiers if t.granule == DAY)
 _HOURLY: dict[int, Tier] = {t.phase: t for t in CATALOGUE.tiers if t.granule == HOUR}  # by phase
+_SIX_HOURLY: dict[int, Tier] = {t.phase: t for t in CATALOGUE.tiers if t.granule == SIX_HOURS}
 
 
 def hour_phase(question: Question) -> int:
@@ -267,10 +270,12 @@ def tiered_plan(
     needed = needed_dimensions(question)
     quarter = narrowest(None, needed)
     assert quarter is not None  # the wide 15-minute rollup keeps every dimension
-    hours = _HOURLY.get(hour_phase(question), _HOURLY[0])  # the zone's hours, else UTC's
+    phase = hour_phase(question)
+    hours = _HOURLY.get(phase, _HOURLY[0])  # the zone's hours, else UTC's
+    six_hours = _SIX_HOURLY.get(phase, _SIX_HOURLY[0])
     tiers: list[tuple[Tier, datetime]] = []
     relations: dict[int, str] = {QUARTER: quarter}
-    for tier in (*_DAILY, hours):
+    for tier in (*_DAILY, six_hours, hours):  # coarsest first
         relation = narrowest(tier, needed)
         until = usable_until.get(tier.name)
         if relation is not None and until is not None:
@@ -284,7 +289,7 @@ def tiered_plan(
     # short runs (an hourly question over hours) are cheaper as one range bucketed per row.
     identity = bucket_identity(question)
     parts = []
-    for granule in (DAY, HOUR, QUARTER):
+    for granule in (DAY, SIX_HOURS, HOUR, QUARTER):
         mine = [(lo, hi) for g, lo, hi in pieces if g == granule]
         if not mine:
             continue

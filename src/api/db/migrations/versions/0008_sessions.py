@@ -91,6 +91,10 @@ _DDL = (
 
 
 _SYNONYMS = "('page_view', '$pageview')"
+# The tiers there were at this revision (later ones are made with the synonyms).
+_TIER_ROLLUPS = [
+    s for s in CATALOGUE.tier_rollups if s.tier is not None and s.tier.name in ("1h", "1h15", "1h30", "1d")
+]
 
 
 def _pageview_synonyms() -> None:
@@ -98,7 +102,7 @@ def _pageview_synonyms() -> None:
     if schema.read_edition(conn).has_continuous_aggregates:
         with op.get_context().autocommit_block():
             bind = op.get_bind()
-            for spec in CATALOGUE.tier_rollups:
+            for spec in _TIER_ROLLUPS:
                 definition = bind.execute(
                     text("SELECT definition FROM pg_views WHERE viewname = :name"), {"name": spec.name}
                 ).scalar()
@@ -109,7 +113,7 @@ def _pageview_synonyms() -> None:
                 rollup_schema.create_continuous_aggregate(bind, spec)
         return
     wide = CATALOGUE.wide.name
-    for spec in CATALOGUE.tier_rollups:
+    for spec in _TIER_ROLLUPS:
         assert spec.tier is not None
         dims = ", ".join(spec.dimensions)
         matches = " AND ".join(f"t.{d} = x.{d}" for d in spec.dimensions)
