@@ -82,7 +82,10 @@ def test_totals_in_any_zone_pair_utc_days_with_utc_six_hours_and_hours() -> None
     q = question(utc(2026, 10, 1, 5), utc(2026, 10, 9, 7), None, "Asia/Kathmandu", group_by=("page",))
     parts = spans(tiered_plan(q, EVERYWHERE).parts)
     assert set(parts) == {"event_rollup_1d_page", "event_rollup_6h_page", "event_rollup_1h_page"}
-    assert parts["event_rollup_6h_page"] == [(utc(2026, 10, 1, 6), utc(2026, 10, 2)), (utc(2026, 10, 9), utc(2026, 10, 9, 6))]
+    assert parts["event_rollup_6h_page"] == [
+        (utc(2026, 10, 1, 6), utc(2026, 10, 2)),
+        (utc(2026, 10, 9), utc(2026, 10, 9, 6)),
+    ]
 
 
 def test_a_kathmandu_day_by_page_is_four_six_hour_granules_and_a_new_york_day_nine_rows() -> None:
@@ -91,7 +94,9 @@ def test_a_kathmandu_day_by_page_is_four_six_hour_granules_and_a_new_york_day_ni
     q = question(start, start + timedelta(days=3), "1 day", "Asia/Kathmandu", group_by=("page",))
     plan = tiered_plan(q, EVERYWHERE)
     assert spans(plan.parts) == {
-        "event_rollup_6h15_page": [(start + timedelta(days=d), start + timedelta(days=d + 1)) for d in range(3)]
+        "event_rollup_6h15_page": [
+            (start + timedelta(days=d), start + timedelta(days=d + 1)) for d in range(3)
+        ]
     }
     assert plan.parts[0].one_bucket_per_run
     york = ZoneInfo("America/New_York")
@@ -129,8 +134,12 @@ def test_a_granule_as_wide_as_the_bucket_is_read_as_its_bucket() -> None:
     whether or not its rows are groups of their own."""
 
     def flags(tz: str, interval: str, start: datetime, days: int = 4) -> dict[str, bool]:
-        q = question(start, start + timedelta(days=days), interval, tz, group_by=("operating_system",), site_id="s")
-        return {p.relation: p.granule_is_bucket for p in tiered_plan(q, EVERYWHERE).parts if p.relation != RAW}
+        q = question(
+            start, start + timedelta(days=days), interval, tz, group_by=("operating_system",), site_id="s"
+        )
+        return {
+            p.relation: p.granule_is_bucket for p in tiered_plan(q, EVERYWHERE).parts if p.relation != RAW
+        }
 
     start = utc(2026, 10, 20, 6, 7)
     assert flags("Asia/Kathmandu", "1 hour", start) == {
@@ -363,3 +372,35 @@ async def test_groups_whose_events_were_all_deleted_are_gone_from_rollup_answers
         assert answers[0]["source"] == "rollup"
         assert answers[0]["rows"] == answers[1]["rows"], params
         assert page not in {row["page"] for row in answers[0]["rows"]}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", ["auto", "raw"])
+async def test_a_range_that_starts_after_a_dst_change_labels_its_first_day_with_its_own_midnight(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, source: str
+) -> None:
+    """New York fell back at 06:00 UTC on 2025-11-02. A range from 10:00 UTC has one offset
+    (-05:00) throughout, but its first day began at midnight -04:00: buckets counted from an
+    instant (a fixed offset) would label it 01:00. Both paths answer as raw events do."""
+    site = f"dst-{uuid.uuid4().hex[:8]}"
+    bodies, made = make_events(site, utc(2025, 11, 1), 24 * 5, 600, seed=31)
+    await post_events(client, bodies)
+    await settle(engine, timescale)
+    start, end = utc(2025, 11, 2, 10), utc(2025, 11, 5, 10)
+    params = {"site_id": site, "from": start.isoformat(), "to": end.isoformat(), "tz": "America/New_York"}
+    for extra in (
+        {"interval": "1 day", "group_by": "page", "metrics": "events,visitors"},
+        {"interval": "1 day", "metrics": "events,pageviews"},
+    ):
+        answer = await client.get("/api/stats/timeseries", params={**params, **extra, "source": source})
+        assert answer.status_code == 200, answer.text
+        rows = answer.json()["rows"]
+        assert rows[0]["bucket"] == "2025-11-02T00:00:00-04:00"
+        assert {row["bucket"] for row in rows} == {
+            "2025-11-02T00:00:00-04:00",
+            "2025-11-03T00:00:00-05:00",
+            "2025-11-04T00:00:00-05:00",
+            "2025-11-05T00:00:00-05:00",
+        }
+        expected = sum(1 for m in made if start <= m.time < end)
+        assert sum(row["events"] for row in rows) == expected

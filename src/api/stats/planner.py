@@ -246,12 +246,13 @@ def _whole_groups(question: Question, spec: Rollup) -> bool:
     return True
 
 
-def fixed_offset(question: Question) -> timedelta | None:
-    """The zone's UTC offset when it is the same over the whole range of the question, else
-    None. No zone changes its offset and back within a day: a daily sample finds every change."""
+def fixed_offset(question: Question, lead: timedelta = timedelta(0)) -> timedelta | None:
+    """The zone's UTC offset when it is the same over the whole range of the question (and
+    `lead` before it), else None. No zone changes its offset and back within a day: a daily
+    sample finds every change."""
     if question.tz == "UTC":
         return timedelta(0)
-    zone, start, end = ZoneInfo(question.tz), question.window.start, question.window.end
+    zone, start, end = ZoneInfo(question.tz), question.window.start - lead, question.window.end
     days = int((end - start) / timedelta(days=1))
     moments = [start + timedelta(days=d) for d in range(days + 1)] + [end]
     offsets = {t.astimezone(zone).utcoffset() for t in moments}

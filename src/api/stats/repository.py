@@ -89,6 +89,17 @@ def _runs_sql(
     )
 
 
+def _bucket(column: str, *, fixed: bool) -> str:
+    """SQL: the question's bucket of `column` (a constant column name). In its zone
+    (`:tz`); or, with `fixed` — one UTC offset over the whole range and a fixed-width
+    interval — the same buckets counted from `:origin`, the zone's 2000-01-03 00:00 (the
+    origin time_bucket uses) as an instant: no row is converted to local time, about a third
+    of the cost on a million rows."""
+    if fixed:
+        return f"time_bucket(CAST(:interval AS interval), {column}, CAST(:origin AS timestamptz))"
+    return f"time_bucket(CAST(:interval AS interval), {column}, :tz)"
+
+
 # What additive_statement returns after (b, dimensions…), in this order.
 SUM_COLUMNS: tuple[str, ...] = ("events", "pageviews", "avg_duration")
 
@@ -100,6 +111,7 @@ def additive_statement(
     *,
     bucketed: bool,
     site: bool,
+    fixed: bool = False,
 ) -> tuple[TextClause, dict[str, Any]]:
     """events, pageviews, avg_duration per (bucket?, dims), in the answer's order; each part of
     the plan from its own relation, summed together; with the parameters of the parts' runs."""
@@ -132,7 +144,7 @@ def additive_statement(
         elif bucketed and part.granule_is_bucket:  # each granule is one bucket: its own start
             bucket = "bucket AS b"
         elif bucketed:
-            bucket = f"time_bucket(CAST(:interval AS interval), {column}, :tz) AS b"
+            bucket = f"{_bucket(column, fixed=fixed)} AS b"
         else:
             bucket = "NULL AS b"
         if spec is None:
@@ -172,7 +184,13 @@ DISTINCT_KEYS: dict[str, str] = {name: expression for name, (_, expression) in K
 
 
 def distinct_statement(
-    metric: str, dims: Sequence[str], filters: Mapping[str, Sequence[str]], *, bucketed: bool, site: bool
+    metric: str,
+    dims: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    *,
+    bucketed: bool,
+    site: bool,
+    fixed: bool = False,
 ) -> TextClause:
     """Exact distinct visitors or sessions per (bucket?, dims), always from raw events.
 
@@ -184,7 +202,7 @@ def distinct_statement(
     inner_dims = _select_dims(dims)
     outer_dims = "".join(f", {d}" for d in dims)
     where, names = _filters_sql(filters, site)
-    bucket = "time_bucket(CAST(:interval AS interval), time, :tz) AS b" if bucketed else "NULL AS b"
+    bucket = f"{_bucket('time', fixed=fixed)} AS b" if bucketed else "NULL AS b"
     sql = (
         f"SELECT b{outer_dims}, count(k) AS {metric} FROM ("
         f"SELECT DISTINCT {bucket}{inner_dims}, {key} AS k"

@@ -26,7 +26,7 @@ from src.api.rollups.catalogue import DAY, QUARTER, ceil_quarter, ceil_to, floor
 from src.api.sessions import repository as sessions
 from src.api.stats import repository
 from src.api.stats.params import BucketInterval, TimeRange
-from src.api.stats.planner import Plan, raw_plan, tiered_plan
+from src.api.stats.planner import Plan, fixed_offset, raw_plan, tiered_plan
 from src.api.stats.question import (
     ADDITIVE,
     DISTINCT,
@@ -123,6 +123,16 @@ async def answer(
     }
     for name, values in question.filters.items():
         params[f"f_{name}"] = list(values)
+    # One UTC offset over the range and a fixed-width interval: buckets count from an instant.
+    # From the first bucket's start: a day that began before a DST change the range starts
+    # after is labelled with its own midnight.
+    interval = question.interval
+    offset = None
+    if interval is not None and not interval.months:
+        offset = fixed_offset(question, lead=timedelta(seconds=interval.seconds))
+    fixed = offset is not None
+    if offset is not None:
+        params["origin"] = _ORIGIN.replace(tzinfo=UTC) - offset
     site = question.site_id is not None
     shape = _Shape(question)
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -137,7 +147,7 @@ async def answer(
     )
     if wanted_additive:
         statement, runs = repository.additive_statement(
-            chosen, dims, question.filters, bucketed=bucketed, site=site
+            chosen, dims, question.filters, bucketed=bucketed, site=site, fixed=fixed
         )
         sums = await repository.rows(session, statement, {**params, **runs})
         if not bucketed and not dims:
@@ -163,7 +173,7 @@ async def answer(
             found_rows = await repository.rows(session, statement, {**params, **masks})
         else:
             statement = repository.distinct_statement(
-                metric, dims, question.filters, bucketed=bucketed, site=site
+                metric, dims, question.filters, bucketed=bucketed, site=site, fixed=fixed
             )
             found_rows = await repository.rows(session, statement, params)
         ordered = _merge(merged, found_rows, shape, (metric,)) and ordered
