@@ -4,14 +4,18 @@ the edition.
 - Apache: the tiers are complete below their watermarks (the job moves them); the 15-minute
   rollups always (the statement that stores events keeps them) — except for late changes not
   folded yet, which a question then reads from `rollup_late` beside them (`late_pending`).
-- Community: continuous aggregates are real-time, so they are usable everywhere, except where
+- Community: continuous aggregates are real-time, so they are exact everywhere, except where
   rows changed below an aggregate's materialisation watermark that its refresh policy has not
-  applied yet (late inserts, deletes): there only raw events are exact.
+  applied yet (late inserts, deletes): there only raw events are exact. Above its watermark an
+  aggregate answers by aggregating raw events, so a tier is used only up to its watermark (the
+  finer ones, materialised further, answer the rest): a six-hour tier materialised to 06:00
+  would otherwise aggregate the raw events of the hours after it on every question.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -27,11 +31,37 @@ log = logging.getLogger(__name__)
 ALWAYS = datetime.max.replace(tzinfo=UTC)
 
 
+# Community: aggregate watermarks are read at most this often per process. A stale one only
+# moves where the planner switches to finer aggregates: every aggregate is exact anywhere.
+WATERMARKS_TTL = 5.0
+_marks: tuple[float, dict[str, datetime | None]] | None = None
+
+
 async def usable_until(session: AsyncSession, timescale: TimescaleInfo) -> dict[str, datetime | None]:
     """Per tier name: its rollups hold every event below this time (None: nothing yet)."""
     if timescale.has_continuous_aggregates:
-        return {tier.name: ALWAYS for tier in CATALOGUE.tiers}
+        return await _materialised_until(session)
     return await repository.tier_watermarks(session)
+
+
+async def _materialised_until(session: AsyncSession) -> dict[str, datetime | None]:
+    """Community: per tier, the earliest materialisation watermark of its aggregates; ALWAYS
+    (real-time everywhere) when the catalog cannot be read."""
+    global _marks
+    now = time.monotonic()
+    if _marks is None or now - _marks[0] >= WATERMARKS_TTL:
+        try:
+            views = await repository.aggregate_watermarks(session)
+        except DBAPIError as exc:
+            log.warning("cannot read continuous-aggregate watermarks: %s", type(exc.orig).__name__)
+            await session.rollback()
+            return {tier.name: ALWAYS for tier in CATALOGUE.tiers}
+        marks: dict[str, datetime | None] = {}
+        for tier in CATALOGUE.tiers:
+            found = [views.get(rollup.name) for rollup in CATALOGUE.of_tier(tier)]
+            marks[tier.name] = None if None in found else min(m for m in found if m is not None)
+        _marks = (now, marks)
+    return _marks[1]
 
 
 async def late_pending(

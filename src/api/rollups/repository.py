@@ -90,6 +90,20 @@ async def late_pending(session: AsyncSession, start: datetime, end: datetime) ->
     return bool((await session.execute(_LATE_PENDING, {"start": start, "end": end})).scalar())
 
 
+_AGGREGATE_WATERMARKS = text(
+    "SELECT user_view_name AS view, CASE WHEN isfinite(t) THEN t END AS materialised_until FROM ("
+    " SELECT user_view_name,"
+    "  _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS t"
+    " FROM _timescaledb_catalog.continuous_agg) AS marks"
+)
+
+
+async def aggregate_watermarks(session: AsyncSession) -> dict[str, datetime | None]:
+    """Community edition: how far each continuous aggregate is materialised (None: not yet)."""
+    result = await session.execute(_AGGREGATE_WATERMARKS)
+    return {str(row.view): row.materialised_until for row in result}
+
+
 async def pending_invalidations(session: AsyncSession, view: str, start: datetime, end: datetime) -> bool:
     """Community edition: whether rows changed in [start, end) below the continuous aggregate's
     watermark that it has not materialised yet (late inserts, deletes). Above the watermark
