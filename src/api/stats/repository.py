@@ -297,7 +297,10 @@ async def rows(
     assert isinstance(raw, psycopg.AsyncConnection)
     try:
         async with raw.cursor(binary=True) as cursor:
-            await cursor.execute(compiled.string, values)
+            # Never prepared: a prepared statement turns generic after a few runs, and a generic
+            # plan of a real-time aggregate's union (Community) took 300 ms where the custom
+            # one takes 15; planning these takes about a millisecond.
+            await cursor.execute(compiled.string, values, prepare=False)
             return await cursor.fetchall()
     except psycopg.Error as exc:
         raise DBAPIError.instance(compiled.string, values, exc, psycopg.Error) from exc
