@@ -157,7 +157,8 @@ async def test_gunicorn_serves_and_stops_cleanly_without_losing_events(engine: A
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert code == 0
+    # gunicorn's own log says why it did not exit cleanly (seen once, under a full suite).
+    assert code == 0, process.stderr.read().decode(errors="replace")[-4000:] if process.stderr else code
     assert stopped_in < GRACEFUL_TIMEOUT
     # Requests in flight at SIGTERM were finished, not dropped.
     assert after_sigterm > 0, (after_sigterm, refused)
