@@ -271,6 +271,20 @@ def activity_statement(metric: str, *, site: bool, left: bool, right: bool, bloc
     return text(f"SELECT NULL AS b, ({whole}) + ({rest}) AS {metric}")
 
 
+_ANY_EVENT = {
+    site: text(
+        "SELECT EXISTS (SELECT 1 FROM event WHERE time >= :start AND time < :end"
+        + (" AND site_id = :site_id)" if site else ")")
+    )
+    for site in (False, True)
+}
+
+
+async def any_event(session: AsyncSession, params: Mapping[str, Any], *, site: bool) -> bool:
+    """Whether [start, end) holds any event (of the site)."""
+    return bool((await rows(session, _ANY_EVENT[site], params))[0][0])
+
+
 def fill_statement() -> TextClause:
     """Every bucket of [start, end) in the zone; the session zone makes day and month steps
     follow the local calendar across DST changes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
@@ -161,16 +161,25 @@ async def answer(
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
     masks = _activity_params(question)
+    wide = await _wide_buckets(session, question, params)
     for metric in (m for m in question.metrics if m in DISTINCT and not only_sessions):
         if masks is not None:
-            statement = repository.activity_statement(
-                metric,
-                site=site,
-                left=masks["start"] < masks["mid_lo"],
-                right=masks["mid_hi"] < masks["end"],
-                blocks=len(masks["blocks"]),
-            )
-            found_rows = await repository.rows(session, statement, {**params, **masks})
+            found_rows = await _masked_count(session, metric, params, masks, site=site)
+        elif wide is not None:
+            # Each bucket is a total of its own part of the range: the masks count it.
+            found_rows = []
+            for bucket, part in wide:
+                part_masks = _activity_params(part)
+                window = {"start": part.window.start, "end": part.window.end}
+                if part_masks is not None:
+                    counted = await _masked_count(session, metric, params, part_masks, site=site)
+                else:  # no whole UTC day in this part: its raw events
+                    statement = repository.distinct_statement(metric, (), {}, bucketed=False, site=site)
+                    counted = await repository.rows(session, statement, {**params, **window})
+                count = int(counted[0][1]) if counted else 0
+                # A bucket is a group when it holds events, whether or not they have the key.
+                if count or await repository.any_event(session, {**params, **window}, site=site):
+                    found_rows.append((bucket, count))
         else:
             statement = repository.distinct_statement(
                 metric, dims, question.filters, bucketed=bucketed, site=site, fixed=fixed
@@ -203,6 +212,46 @@ async def answer(
     if not ordered:
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in ("bucket", *dims)))
     return Answer(source="sessions" if only_sessions else _source(chosen, wanted_distinct), rows=rows)
+
+
+async def _masked_count(
+    session: AsyncSession, metric: str, params: dict[str, Any], masks: dict[str, Any], *, site: bool
+) -> Sequence[tuple[Any, ...]]:
+    """(NULL, count) of a visitor or session total from the activity masks."""
+    statement = repository.activity_statement(
+        metric,
+        site=site,
+        left=masks["start"] < masks["mid_lo"],
+        right=masks["mid_hi"] < masks["end"],
+        blocks=len(masks["blocks"]),
+    )
+    return await repository.rows(session, statement, {**params, **masks})
+
+
+# Buckets at least this wide are each counted from the masks (a week, a month): a few totals
+# beat one distinct count over every raw event of the range; daily ones would not (each count
+# reads the range's blocks whole).
+_WIDE_BUCKET = timedelta(days=7)
+
+
+async def _wide_buckets(
+    session: AsyncSession, question: Question, params: dict[str, Any]
+) -> list[tuple[datetime, Question]] | None:
+    """For visitors and sessions per wide bucket (no breakdown, no filter but the site): each
+    bucket's start and its part of the range as a total; None for every other question."""
+    interval = question.interval
+    if interval is None or question.group_by or question.filters or question.source == "raw":
+        return None
+    if not interval.months and interval.seconds < _WIDE_BUCKET.total_seconds():
+        return None
+    starts = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
+    start, end = question.window.start, question.window.end
+    parts = []
+    for n, bucket in enumerate(starts):
+        lo = max(bucket, start)
+        hi = min(starts[n + 1], end) if n + 1 < len(starts) else end
+        parts.append((bucket, replace(question, window=TimeRange(lo, hi), interval=None)))
+    return parts
 
 
 def _merge(
