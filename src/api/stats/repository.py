@@ -45,21 +45,14 @@ def _order(dims: Sequence[str]) -> str:
     return " ORDER BY b" + "".join(f', {d} COLLATE "C"' for d in dims)
 
 
-def _filters_sql(filters: Mapping[str, Sequence[str]], site: bool) -> tuple[str, list[str]]:
+def _filters_sql(filters: Mapping[str, Sequence[str]], site: bool) -> str:
     clauses = [" AND site_id = :site_id"] if site else []
-    names = []
     for name, values in filters.items():
         if values:
             # One array parameter, not a list of them: the statement text is the same for any
             # number of values (and rows() sends it as it is).
             clauses.append(f" AND {DIMENSION_SQL[name]} = ANY(CAST(:f_{name} AS text[]))")
-            names.append(name)
-    return "".join(clauses), names
-
-
-def _bind(sql: str, filter_names: Sequence[str]) -> TextClause:
-    del filter_names  # bound as arrays (see _filters_sql)
-    return text(sql)
+    return "".join(clauses)
 
 
 def _runs_sql(
@@ -116,7 +109,7 @@ def additive_statement(
     """events, pageviews, avg_duration per (bucket?, dims), in the answer's order; each part of
     the plan from its own relation, summed together; with the parameters of the parts' runs."""
     dim_list = _select_dims(dims)
-    where, names = _filters_sql(filters, site)
+    where = _filters_sql(filters, site)
     group_by = _group_ordinals(bucketed, dims)
     params: dict[str, Any] = {}
     parts = []
@@ -176,7 +169,7 @@ def additive_statement(
     # Whole-group rows share no bucket with any other part's: they join the sums as they are.
     groups = " UNION ALL ".join(f"({p})" for p in whole + parts)
     sql = f"SELECT b{outer_dims}, events, pageviews, {average} FROM ({groups}) AS sums{_order(dims)}"
-    return _bind(sql, names), params
+    return text(sql), params
 
 
 # Distinct-count metrics and the key each one counts.
@@ -201,7 +194,7 @@ def distinct_statement(
     key = DISTINCT_KEYS[metric]
     inner_dims = _select_dims(dims)
     outer_dims = "".join(f", {d}" for d in dims)
-    where, names = _filters_sql(filters, site)
+    where = _filters_sql(filters, site)
     bucket = f"{_bucket('time', fixed=fixed)} AS b" if bucketed else "NULL AS b"
     sql = (
         f"SELECT b{outer_dims}, count(k) AS {metric} FROM ("
@@ -209,7 +202,7 @@ def distinct_statement(
         f" FROM event WHERE time >= :start AND time < :end{where}"
         f") AS keys GROUP BY b{outer_dims}{_order(dims)}"
     )
-    return _bind(sql, names)
+    return text(sql)
 
 
 def activity_statement(metric: str, *, site: bool, left: bool, right: bool, blocks: int) -> TextClause:
