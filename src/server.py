@@ -115,6 +115,10 @@ def on_starting(server: Any) -> None:
     # Read by prometheus_client in each worker, and by the settings (src/api/config.py).
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     get_settings.cache_clear()
+    # Imported now, in the master, with the directory set: child_exit runs inside gunicorn's
+    # SIGCHLD handler, and when two workers exited together the second exit interrupted the
+    # first one's import and found the module half made (ImportError: gunicorn exited 1).
+    import prometheus_client.multiprocess  # noqa: F401
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -173,3 +173,24 @@ async def test_gunicorn_serves_and_stops_cleanly_without_losing_events(engine: A
         )
     assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged events lost"
     assert stored <= sent | {first_id}
+
+
+def test_gunicorns_master_loads_the_metrics_client_before_any_worker_exits(tmp_path: Path) -> None:
+    """child_exit runs in gunicorn's SIGCHLD handler: its import must already be done, or a
+    second worker's exit arriving mid-import finds the module half made and gunicorn exits 1
+    (seen at a SIGTERM with two workers). The master loads it in on_starting, with the metrics
+    directory set, and no earlier."""
+    program = (
+        "import sys\n"
+        "import src.server as server\n"
+        "assert 'prometheus_client' not in sys.modules\n"
+        "server.on_starting(None)\n"
+        "assert 'prometheus_client.multiprocess' in sys.modules\n"
+        "import prometheus_client.values as values\n"
+        "assert 'Mmaped' in values.ValueClass.__name__, values.ValueClass  # multiprocess mode\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
