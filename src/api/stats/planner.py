@@ -223,27 +223,22 @@ def hour_phase(question: Question) -> int:
     return int(-offset.total_seconds()) % HOUR
 
 
-def _granule_is_bucket(question: Question, spec: Rollup) -> bool:
+def _granule_is_bucket(question: Question, spec: Rollup, fixed: bool) -> bool:
     """Whether each granule of the rollup is one whole bucket of the question: the bucket is the
-    granule, with one UTC offset over the whole range (the planner uses only granules inside one
-    bucket, so a granule as wide as the bucket is the bucket)."""
+    granule, with one UTC offset over the whole range (`fixed`; the planner uses only granules
+    inside one bucket, so a granule as wide as the bucket is the bucket)."""
     interval = question.interval
-    if interval is None or interval.months or interval.seconds != spec.granule:
-        return False
-    return fixed_offset(question) is not None
+    return fixed and interval is not None and not interval.months and interval.seconds == spec.granule
 
 
-def _whole_groups(question: Question, spec: Rollup) -> bool:
+def _whole_groups(question: Question, spec: Rollup, fixed: bool) -> bool:
     """Whether each row of a tier is one group of the answer: each granule is a bucket (so no
     two granules, nor a granule and another part's time, share a bucket, as the repeated hour
     of a fall-back night would), and the question fixes the site or groups by it, and groups by
     every other dimension the tier keeps, as the column itself."""
-    if spec.tier is None or not _granule_is_bucket(question, spec):
+    if spec.tier is None or not _granule_is_bucket(question, spec, fixed):
         return False
-    for dimension in spec.dimensions:
-        if dimension not in question.group_by and not (dimension == "site_id" and question.site_id):
-            return False
-    return True
+    return all(d in question.group_by or (d == "site_id" and question.site_id) for d in spec.dimensions)
 
 
 def fixed_offset(question: Question, lead: timedelta = timedelta(0)) -> timedelta | None:
@@ -289,6 +284,7 @@ def tiered_plan(
     # one bucket of the question, so SQL buckets them once per run rather than once per row;
     # short runs (an hourly question over hours) are cheaper as one range bucketed per row.
     identity = bucket_identity(question)
+    fixed = fixed_offset(question) is not None  # once: it samples the zone over the range
     parts = []
     for granule in (DAY, SIX_HOURS, HOUR, QUARTER):
         mine = [(lo, hi) for g, lo, hi in pieces if g == granule]
@@ -300,12 +296,12 @@ def tiered_plan(
         runs = split if per_run else _merge(mine, None)
         spec = CATALOGUE.rollup(relations[granule])
         # Late changes share the rollups' buckets: then no rollup row is a group on its own.
-        whole = not late and not per_run and _whole_groups(question, spec)
-        is_bucket = not per_run and _granule_is_bucket(question, spec)
+        whole = not late and not per_run and _whole_groups(question, spec, fixed)
+        is_bucket = not per_run and _granule_is_bucket(question, spec, fixed)
         parts.append(Part(relations[granule], granule, tuple(runs), per_run, whole, is_bucket))
     if late and pieces:
         covered = _merge(sorted((lo, hi) for _, lo, hi in pieces), None)
-        is_bucket = _granule_is_bucket(question, CATALOGUE.late)
+        is_bucket = _granule_is_bucket(question, CATALOGUE.late, fixed)
         parts.append(Part(CATALOGUE.late.name, QUARTER, tuple(covered), granule_is_bucket=is_bucket))
     edges = tuple(run for run in ((start, mid_lo), (mid_hi, end)) if run[0] < run[1])
     if edges:

@@ -127,12 +127,12 @@ async def answer(
     # From the first bucket's start: a day that began before a DST change the range starts
     # after is labelled with its own midnight.
     interval = question.interval
-    offset = None
+    fixed = False
     if interval is not None and not interval.months:
         offset = fixed_offset(question, lead=timedelta(seconds=interval.seconds))
-    fixed = offset is not None
-    if offset is not None:
-        params["origin"] = _ORIGIN.replace(tzinfo=UTC) - offset
+        if offset is not None:
+            params["origin"] = _ORIGIN.replace(tzinfo=UTC) - offset
+            fixed = True
     site = question.site_id is not None
     shape = _Shape(question)
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -161,8 +161,10 @@ async def answer(
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
     masks = _activity_params(question)
-    wide = await _wide_buckets(session, question, params)
-    for metric in (m for m in question.metrics if m in DISTINCT and not only_sessions):
+    distinct = [m for m in question.metrics if m in DISTINCT and not only_sessions]
+    # Only a question that counts visitors or sessions, and not as one total, reads its buckets.
+    wide = await _wide_buckets(session, question, params) if distinct and masks is None else None
+    for metric in distinct:
         if masks is not None:
             found_rows = await _masked_count(session, metric, params, masks, site=site)
         elif wide is not None:
