@@ -18,6 +18,7 @@ from benchmarks.ingest_batches import AGENTS
 from benchmarks.server import local_database_url
 from src.api.events.enrichment import parse_user_agent, referrer_domain_of
 from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
+from src.api.rollups import pages
 from src.api.rollups.activity import REBUILD_SQL
 from src.api.rollups.catalogue import CATALOGUE
 
@@ -112,7 +113,7 @@ def main() -> None:
     parser.add_argument(
         "--rollups-only",
         action="store_true",
-        help="rebuild the rollups and activity masks of existing events",
+        help="rebuild the rollups and activity tables of existing events",
     )
     args = parser.parse_args()
     url = args.database_url or local_database_url("analytics_bench_stats")
@@ -164,10 +165,12 @@ def main() -> None:
                 count = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
                 print(f"{name}: {count[0] if count else 0:,} rows")
         started = time.perf_counter()
-        for statement in REBUILD_SQL:
+        for statement in (*REBUILD_SQL, *pages.REBUILD_SQL):
             conn.execute(str(statement))
         conn.execute("ANALYZE activity")
-        print(f"activity masks built in {time.perf_counter() - started:.0f} s")
+        conn.execute("ANALYZE activity_first")
+        conn.execute("ANALYZE page_activity")
+        print(f"activity built in {time.perf_counter() - started:.0f} s")
         conn.execute("ANALYZE event")
 
 

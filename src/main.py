@@ -102,7 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs.append(asyncio.create_task(run_retention_loop(engine, settings.retention_check_interval)))
     if not timescale.has_continuous_aggregates and settings.rollup_job_interval > 0:
         jobs.append(asyncio.create_task(run_rollup_loop(engine, settings.rollup_job_interval)))
-    if settings.rollup_fold_interval > 0:  # the activity masks fold on both editions
+    if settings.rollup_fold_interval > 0:  # the activity tables fold on both editions
         rollups = not timescale.has_continuous_aggregates
         jobs.append(
             asyncio.create_task(run_fold_loop(engine, settings.rollup_fold_interval, rollups=rollups))

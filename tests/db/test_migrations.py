@@ -24,6 +24,7 @@ from src.api.config import Settings, get_settings
 from src.api.db import migrate
 from src.api.db.engine import create_engine
 from src.api.db.timescale import setup_database
+from src.api.rollups import activity, pages
 from src.api.rollups.catalogue import CATALOGUE
 from src.cli import main as cli_main
 from tests.db import legacy_schema
@@ -243,7 +244,8 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
         assert {tier: watermarks_after[tier] for tier in watermarks_before} == watermarks_before
         assert set(watermarks_after) - set(watermarks_before) == {"6h", "6h15", "6h30"}
     # What later revisions add is new: 0002 the late changes' table (Apache), empty; 0003 the
-    # activity masks, filled from the events already there, and their changes, empty; 0006 the
+    # activity masks, filled from the events already there, and their changes, empty (0011 makes
+    # them the activity tables, filled the same way: as a rebuild from the events); 0006 the
     # sites and keys tables, empty; 0007 the export pipeline's tables, empty (nothing is
     # exported until the first run); 0008 the sessions' tables, empty until the job first
     # runs (session_job: its one row).
@@ -272,14 +274,23 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
         *late,
         *six_hours,
         "public.activity",
+        "public.activity_first",
         "public.activity_late",
+        "public.page_activity",
+        "public.page_activity_late",
         *sites,
         *exports,
         *sessions,
         "public.session_job",
     }
-    assert all(after[name][0] == 0 for name in (*late, "public.activity_late", *sites, *exports, *sessions))
-    assert after["public.activity"][0] > 0
+    assert all(after[name][0] == 0 for name in (*late, "public.activity_late", "public.page_activity_late", *sites, *exports, *sessions))
+    assert after["public.activity"][0] > 0 and after["public.activity_first"][0] > 0
+    filled = {name: after[name] for name in ("public.activity", "public.activity_first", "public.page_activity")}
+    async with scratch.engine.begin() as conn:
+        for statement in (*activity.REBUILD_SQL, *pages.REBUILD_SQL):
+            await conn.execute(statement)
+    rebuilt = await contents(scratch.engine)
+    assert {name: rebuilt[name] for name in filled} == filled
     # Nothing was dropped and made again (with its rows copied, say): the same relations.
     assert {name: relations_after[name] for name in relations_before} == relations_before
     assert await revision_and_differences(scratch.engine) == (migrate.head_revision(), [])

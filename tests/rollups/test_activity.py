@@ -1,5 +1,7 @@
-"""The activity masks count exactly what raw events count: unique visitors and sessions over
-any range, before and after the fold, after duplicates, late events and deletes."""
+"""The activity tables count exactly what raw events count: unique visitors and sessions over
+any range, before and after the fold, after duplicates, late events and deletes; and what the
+fold and deletes keep (quarters, links, first-day counts) is what a rebuild from the events
+left makes."""
 
 from __future__ import annotations
 
@@ -13,11 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.db.schema import TimescaleInfo
-from src.api.rollups.activity import BLOCK_DAYS
+from src.api.rollups import activity
+from src.api.rollups.activity import KINDS, span
 from src.api.rollups.job import fold
-from src.api.stats.params import TimeRange
-from src.api.stats.question import Question
-from src.api.stats.service import _activity_params
 
 pytestmark = pytest.mark.anyio
 DAY = timedelta(days=1)
@@ -60,64 +60,120 @@ async def summaries(
     return answers
 
 
-async def assert_exact(client: httpx.AsyncClient, site: str, start: datetime) -> None:
-    windows = [
-        (start, start + 10 * DAY, "UTC"),  # whole days
-        (start + timedelta(hours=5, minutes=45), start + 8 * DAY + timedelta(hours=3), "UTC"),  # ragged
+def windows(start: datetime, seed: int) -> list[tuple[datetime, datetime, str]]:
+    """Ranges over ten days of events from `start`: whole days, ragged ends on and off the
+    quarter hours, a Kathmandu day's, one day, inside one day, across one midnight, inside one
+    quarter hour — and random ones."""
+    rng = random.Random(seed)
+    fixed = [
+        (start, start + 10 * DAY, "UTC"),
+        (start + timedelta(hours=5, minutes=45), start + 8 * DAY + timedelta(hours=3), "UTC"),
+        (start + timedelta(hours=5, minutes=7), start + 8 * DAY + timedelta(hours=3, seconds=41), "UTC"),
         (
             start - timedelta(hours=5, minutes=45),
             start + 9 * DAY - timedelta(hours=5, minutes=45),
             "Asia/Kathmandu",
         ),
-        (start + 2 * DAY, start + 3 * DAY, "UTC"),  # one day
-        (start + timedelta(hours=1), start + timedelta(hours=20), "UTC"),  # no whole day: raw
+        (start + 2 * DAY, start + 3 * DAY, "UTC"),
+        (start + timedelta(hours=1), start + timedelta(hours=20), "UTC"),
+        (start + timedelta(hours=1, minutes=3), start + timedelta(hours=20, minutes=59), "UTC"),
+        (start + 3 * DAY - timedelta(hours=5), start + 3 * DAY + timedelta(hours=4), "UTC"),
+        (start + timedelta(hours=4, minutes=1), start + timedelta(hours=4, minutes=14), "UTC"),
     ]
-    for lo, hi, tz in windows:
-        masks, raw = await summaries(client, site, lo, hi, tz)
-        assert masks == raw, (lo, hi, tz)
+    drawn = []
+    for _ in range(12):
+        lo = start + timedelta(seconds=rng.randrange(10 * 86400))
+        hi = lo + timedelta(seconds=rng.randrange(1, 10 * 86400))
+        if rng.random() < 0.5:  # on the quarter hours
+            lo, hi = (t.replace(minute=t.minute // 15 * 15, second=0) for t in (lo, hi))
+        if lo < hi:
+            drawn.append((lo, hi, "UTC"))
+    return fixed + drawn
 
 
-def ten_days(where: str) -> datetime:
-    """The start of ten days of events: inside one block of the masks, or across two (5 days
-    each side of the newest block boundary at least 5 days ago)."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if where == "one block":
-        return today - 20 * DAY
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    boundary = epoch + ((today - 5 * DAY - epoch).days // BLOCK_DAYS) * BLOCK_DAYS * DAY
-    return boundary - 5 * DAY
+async def assert_exact(client: httpx.AsyncClient, site: str, start: datetime, seed: int = 0) -> None:
+    for lo, hi, tz in windows(start, seed):
+        counted, raw = await summaries(client, site, lo, hi, tz)
+        assert counted == raw, (lo, hi, tz)
+    counted, raw = await summaries(client, None, start, start + 10 * DAY, "UTC")  # every site
+    assert counted == raw
 
 
-@pytest.mark.parametrize("where", ["one block", "two blocks"])
-async def test_masks_count_what_raw_events_count(
-    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, where: str
+async def assert_kept(engine: AsyncEngine, site: str) -> None:
+    """The site's activity rows and first-day counts are what a rebuild from its events makes."""
+    async with engine.connect() as conn:
+        for kind, expression in KINDS.values():
+            rebuilt = (
+                await conn.execute(
+                    text(
+                        "SELECT key, day, q0, q1, lag(day) OVER w, lead(day) OVER w FROM ("
+                        f" SELECT key, quarter / 96 AS day, bit_or({activity.quarter_bits('quarter')[0]}),"
+                        f" bit_or({activity.quarter_bits('quarter')[1]}) FROM ("
+                        f" SELECT md5({expression})::uuid AS key,"
+                        f" {activity.QUARTER_SQL.format(t='time')} AS quarter FROM event"
+                        f" WHERE site_id = :s AND {expression} IS NOT NULL) AS e GROUP BY 1, 2) AS d(key, day, q0, q1)"
+                        " WINDOW w AS (PARTITION BY key ORDER BY day)"
+                    ),
+                    {"s": site},
+                )
+            ).all()
+            kept = (
+                await conn.execute(
+                    text(
+                        "SELECT key, day, q0, q1, prev, next FROM activity WHERE kind = :k AND site_id = :s"
+                    ),
+                    {"k": kind, "s": site},
+                )
+            ).all()
+            assert sorted(map(tuple, kept)) == sorted(map(tuple, rebuilt)), kind
+            firsts = (
+                await conn.execute(
+                    text(
+                        "SELECT day, since, n FROM activity_first WHERE kind = :k AND site_id = :s AND n <> 0"
+                    ),
+                    {"k": kind, "s": site},
+                )
+            ).all()
+            from_rows = {}
+            for _, day, _, _, prev, _ in rebuilt:
+                from_rows[(day, -1 if prev is None else prev)] = (
+                    from_rows.get((day, -1 if prev is None else prev), 0) + 1
+                )
+            assert {(d, s): n for d, s, n in firsts} == from_rows, kind
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_activity_counts_what_raw_events_count(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, seed: int
 ) -> None:
     site = f"act-{uuid.uuid4().hex[:8]}"
-    start = ten_days(where)
-    first_day = (start - datetime(1970, 1, 1, tzinfo=UTC)).days
-    assert (first_day // BLOCK_DAYS == (first_day + 9) // BLOCK_DAYS) == (where == "one block")
-    first = events(site, start, 10, 800, seed=1)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - 20 * DAY
+    first = events(site, start, 10, 800, seed=seed)
     for i in range(0, len(first), 400):
         assert (
             await client.post("/api/events/batch", json={"events": first[i : i + 400]})
         ).status_code == 200
-    await assert_exact(client, site, start)  # nothing folded yet: the changes are read beside
+    await assert_exact(client, site, start, seed)  # nothing folded yet: the changes are read beside
     await fold(engine, rollups=not timescale.has_continuous_aggregates)
-    await assert_exact(client, site, start)
-    # Duplicates, late events into the same days, and deletes.
+    await assert_exact(client, site, start, seed)
+    await assert_kept(engine, site)
+    # Duplicates, late events into the same days (some unfolded while they are counted), deletes.
     assert (await client.post("/api/events/batch", json={"events": first[:100]})).json()["duplicates"] == 100
-    late = events(site, start, 10, 200, seed=2)
-    assert (await client.post("/api/events/batch", json={"events": late})).status_code == 200
+    late = events(site, start, 10, 200, seed=seed + 10)
+    assert (await client.post("/api/events/batch", json={"events": late[:100]})).status_code == 200
+    await fold(engine, rollups=not timescale.has_continuous_aggregates)
+    assert (await client.post("/api/events/batch", json={"events": late[100:]})).status_code == 200
     for body in random.Random(3).sample(first, 60):
         assert (await client.delete(f"/api/events/{body['id']}")).status_code == 200
-    await assert_exact(client, site, start)
+    await assert_exact(client, site, start, seed)
     await fold(engine, rollups=not timescale.has_continuous_aggregates)
-    await assert_exact(client, site, start)
-    # The totals really come from the masks: emptied, they count only the ragged edges.
+    await assert_exact(client, site, start, seed)
+    await assert_kept(engine, site)
+    # The totals really come from the tables: emptied, they count only the ragged edges.
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE activity SET days = 0 WHERE site_id = :s"), {"s": site})
-    masks, raw = await summaries(client, site, start, start + 10 * DAY, "UTC")
-    assert masks == {"visitors": 0, "sessions": 0} and raw["visitors"] > 0
+        await conn.execute(text("UPDATE activity_first SET n = 0 WHERE site_id = :s"), {"s": site})
+    counted, raw = await summaries(client, site, start, start + 10 * DAY, "UTC")
+    assert counted == {"visitors": 0, "sessions": 0} and raw["visitors"] > 0
 
 
 async def test_a_delete_clears_the_day_only_when_nothing_else_remains(
@@ -157,30 +213,41 @@ async def test_a_delete_clears_the_day_only_when_nothing_else_remains(
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
-                text("SELECT count(*) FROM activity WHERE site_id = :s AND kind = 1 AND days <> 0"),
+                text("SELECT count(*) FROM activity WHERE site_id = :s AND kind = 1"),
                 {"s": site},
             )
         ).scalar_one()
     assert rows == 1
 
 
-def test_the_masks_of_a_range_are_its_whole_utc_days() -> None:
-    start = datetime(2026, 1, 1, 6, tzinfo=UTC)  # day 20454, block 319 (days 20416-20479)
-    question = Question(window=TimeRange(start, start + timedelta(days=40)), metrics=("visitors",))
-    params = _activity_params(question)
-    assert params is not None
-    assert (params["day_lo"], params["day_hi"]) == (20455, 20494)
-    assert params["blocks"] == [319, 320]
-    assert params["masks"][0] == sum(1 << (d - 20416) for d in range(20455, 20480)) - (1 << 64) * (
-        20479 - 20416 == 63
+def test_a_range_is_read_as_whole_days_ragged_days_and_raw_parts_of_a_quarter() -> None:
+    start = datetime(2026, 1, 1, 6, 7, tzinfo=UTC)  # day 20454
+    read = span(start, start + timedelta(days=40, minutes=-7, seconds=30))
+    assert read is not None
+    assert (read.lo, read.hi, read.first, read.last) == (20455, 20494, 20454, 20494)
+    # The start's day from 06:15 (quarter 25), the end's day until 06:00 (quarter 24).
+    assert read.first_quarters == (((1 << 64) - (1 << 25)) - (1 << 64), (1 << 32) - 1)
+    assert read.last_quarters == ((1 << 24) - 1, 0)
+    assert read.raw == (
+        (start, start.replace(minute=15)),
+        (start + timedelta(days=40, minutes=-7), start + timedelta(days=40, minutes=-7, seconds=30)),
     )
-    assert params["masks"][1] == sum(1 << (d - 20480) for d in range(20480, 20494))
-    assert (
-        _activity_params(
-            Question(window=TimeRange(start, start + timedelta(hours=20)), metrics=("visitors",))
-        )
-        is None
+    inside = span(start, start + timedelta(hours=20))  # 06:15 to 02:00 the next day
+    assert inside is not None and (inside.lo, inside.hi, inside.first, inside.last) == (
+        20455,
+        20455,
+        20454,
+        20455,
     )
+    one_day = span(start, start + timedelta(hours=2))
+    assert one_day is not None and (one_day.lo, one_day.hi, one_day.first, one_day.last) == (
+        20455,
+        20455,
+        20454,
+        None,
+    )
+    assert one_day.first_quarters == ((1 << 32) - (1 << 25), 0)
+    assert span(start, start + timedelta(minutes=20)) is None  # no whole quarter hour
 
 
 async def _series(
@@ -203,11 +270,11 @@ async def _series(
     return answers
 
 
-async def test_weekly_and_monthly_visitors_are_counted_per_bucket_from_the_masks(
+async def test_weekly_and_monthly_visitors_are_counted_per_bucket_from_the_activity_tables(
     client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
 ) -> None:
     """Buckets of a week or more are each a total of their part of the range, counted from the
-    masks (with their ragged ends read raw): the same rows as raw events, before and after the
+    activity tables (with the parts of a quarter at their ends read raw): the same rows as raw events, before and after the
     fold, with duplicates, late events and deletes; an empty bucket is no row, as raw."""
     site = f"wide-{uuid.uuid4().hex[:8]}"
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - 40 * DAY
@@ -216,16 +283,16 @@ async def test_weekly_and_monthly_visitors_are_counted_per_bucket_from_the_masks
         assert (
             await client.post("/api/events/batch", json={"events": first[i : i + 400]})
         ).status_code == 200
-    windows = [
+    ranges = [
         (start + timedelta(hours=7), start + 38 * DAY + timedelta(hours=5), "UTC", "1 week"),
         (start - timedelta(hours=5, minutes=45), start + 39 * DAY, "Asia/Kathmandu", "1 month"),
         (start + timedelta(hours=3), start + 37 * DAY, "America/New_York", "2 weeks"),
     ]
 
     async def check() -> None:
-        for lo, hi, tz, interval in windows:
-            masks, raw = await _series(client, site, lo, hi, tz, interval)
-            assert masks == raw, (tz, interval)
+        for lo, hi, tz, interval in ranges:
+            counted, raw = await _series(client, site, lo, hi, tz, interval)
+            assert counted == raw, (tz, interval)
             assert raw, "some buckets"
 
     await check()
@@ -237,9 +304,9 @@ async def test_weekly_and_monthly_visitors_are_counted_per_bucket_from_the_masks
     for body in random.Random(14).sample(first, 40):
         assert (await client.delete(f"/api/events/{body['id']}")).status_code == 200
     await check()
-    # The weekly counts really come from the masks: emptied, they count only the ragged ends.
+    # The weekly counts really come from the tables: emptied, they count only the ragged ends.
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE activity SET days = 0 WHERE site_id = :s"), {"s": site})
+        await conn.execute(text("UPDATE activity_first SET n = 0 WHERE site_id = :s"), {"s": site})
     await fold(engine, rollups=not timescale.has_continuous_aggregates)
-    masks, raw = await _series(client, site, *windows[0])
-    assert masks != raw
+    counted, raw = await _series(client, site, *ranges[0])
+    assert counted != raw

@@ -4,30 +4,32 @@ exclusion keeps them to the primary-key index of the chunks that can still hold 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.events.models import Event
-from src.api.rollups.activity import DAY_SQL, KINDS, RECOUNT_SQL
+from src.api.rollups import activity, pages
+from src.api.rollups.activity import DAY_SQL, KINDS
 from src.api.rollups.catalogue import DIMENSIONS
 from src.api.rollups.maintenance import maintenance_ctes
 from src.api.rollups.repository import fold_late
 from src.api.sessions import repository as sessions
 
 _DIMS = ", ".join(DIMENSIONS)
-# The deleted row's keys and day, for the activity masks' recount.
+# The deleted row's keys and day, for the activity recount.
 _KEYS = ", ".join(
     (
         f"{KINDS['visitors'][1]} AS visitors_key",
         f"{KINDS['sessions'][1]} AS sessions_key",
         f"{DAY_SQL.format(t='time')} AS day",
+        pages.DELETED_KEY_SQL,
     )
 )
 _DELETE_SQL = text(
-    f"DELETE FROM event WHERE id = :id AND time >= :since RETURNING id, site_id, time, event_type, {_KEYS}"
+    f"DELETE FROM event WHERE id = :id AND time >= :since RETURNING id, site_id, time, event_type, page, {_KEYS}"
 )
 
 
@@ -36,7 +38,7 @@ _DELETE_WITH_ROLLUP_SQL = text(
     "WITH deleted AS (DELETE FROM event WHERE id = :id AND time >= :since"
     f" RETURNING id, time, duration, {_DIMS}, {_KEYS}), "
     + maintenance_ctes("deleted", sign=-1)
-    + " SELECT id, visitors_key, sessions_key, day, site_id, time, event_type FROM deleted"
+    + " SELECT id, visitors_key, sessions_key, day, page, page_key, site_id, time, event_type FROM deleted"
 )
 
 
@@ -56,19 +58,13 @@ async def delete_event(
     for row in deleted:
         # The sessions job reopens each deleted event's session (src/api/sessions/service.py).
         await sessions.append_change(session, row.site_id, row.visitors_key, row.time, row.event_type)
-    # The activity masks: fold what waits (the deleted events' own keys among it), then clear
-    # the day's bit of each of their keys that no other event of the day still has.
+    # Activity: fold what waits (the deleted events' own keys among it), then recount each of
+    # their keys' day from the events left.
     await fold_late(session, rollups=False)
     for row in deleted:
-        day_start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=row.day)
-        bounds = {
-            "site_id": row.site_id,
-            "day": row.day,
-            "day_start": day_start,
-            "day_end": day_start + timedelta(days=1),
-        }
-        for name, statement in RECOUNT_SQL.items():
+        for name in KINDS:
             key = getattr(row, f"{name}_key")
             if key is not None:
-                await session.execute(statement, {**bounds, "key": key})
+                await activity.recount(session, row.site_id, name, key, row.day)
+        await pages.recount(session, row.site_id, row.page, str(row.page_key), row.day)
     return True

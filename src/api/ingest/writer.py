@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from src.api.errors import AppError, BadRequest, ServiceUnavailable
 from src.api.events.models import EVENT_COPY_COLUMNS, EVENT_COPY_TYPES
 from src.api.metrics import instruments as metrics
+from src.api.rollups import pages
 from src.api.rollups.activity import KEY_COLUMNS, append_cte
 from src.api.rollups.catalogue import DIMENSIONS
 from src.api.rollups.maintenance import maintenance_ctes
@@ -99,7 +100,7 @@ _NOTHING_SKIPPED = " SELECT id, time FROM inserted WHERE false"
 def _insert(source: str, returning: str, *, rollup: bool, on_conflict: bool = True) -> str:
     """The one statement that stores a flush. From the rows it really inserted (RETURNING), so
     duplicates never count twice and backfills land in their own bucket, it appends their keys
-    to the activity masks' changes and to the sessions' change log, and, with rollups
+    to the activity tables' changes and to the sessions' change log, and, with rollups
     (Apache), changes the rollups."""
     returned = ", ".join(
         dict.fromkeys(
@@ -114,7 +115,7 @@ def _insert(source: str, returning: str, *, rollup: bool, on_conflict: bool = Tr
     )
     conflict = " ON CONFLICT DO NOTHING" if on_conflict else ""
     sql = f"WITH inserted AS (INSERT INTO event ({_COLUMNS}) {source}{conflict} RETURNING {returned})"
-    sql += ", " + append_cte("inserted")
+    sql += ", " + append_cte("inserted") + ", " + pages.append_cte("inserted")
     sql += ", " + sessions.append_cte("inserted")
     if rollup:
         sql += ", " + maintenance_ctes("inserted")

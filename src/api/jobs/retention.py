@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from src.api.config import get_settings
 from src.api.metrics import instruments as metrics
-from src.api.rollups import activity
+from src.api.rollups import activity, pages
 from src.api.rollups.catalogue import CATALOGUE
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ _RETENTION_LOCK_KEY = 0x52455445  # "RETE"
 
 async def drop_old_chunks(engine: AsyncEngine) -> int:
     """Drop event and rollup chunks entirely older than the retention (on Community its policies
-    do too: dropping twice is harmless) and trim the activity masks; returns chunks dropped."""
+    do too: dropping twice is harmless) and trim the activity tables; returns chunks dropped."""
     retention = get_settings().events_retention
     if retention is None:
         return 0
@@ -52,21 +52,22 @@ async def drop_old_chunks(engine: AsyncEngine) -> int:
                     {"t": table, "r": retention.sql},
                 )
                 dropped += len(result.fetchall())
-            await trim_activity(conn)
+            async with engine.begin() as transaction:  # trim takes the fold's transaction lock
+                await trim_activity(transaction)
             return dropped
         finally:
             await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _RETENTION_LOCK_KEY})
 
 
 async def trim_activity(conn: AsyncConnection) -> None:
-    """The activity masks forget the days before the oldest event left (retention drops whole
+    """Inside a transaction: activity forgets the days before the oldest event left (retention drops whole
     chunks, so that is the day the raw events, and so every answer, start)."""
     oldest = (await conn.execute(text("SELECT min(time) FROM event"))).scalar()
     day = int(oldest.timestamp() // 86400) if oldest is not None else None
     if day is None:
         return
-    for statement in activity.TRIM_SQL:
-        await conn.execute(statement, {"day": day})
+    await activity.trim(conn, day)
+    await pages.trim(conn, day)
 
 
 async def run_retention_loop(engine: AsyncEngine, every: float) -> None:

@@ -1,35 +1,60 @@
-"""Activity masks: who was active on which UTC days, for exact unique visitors and sessions in
-milliseconds (both editions alike).
+"""Activity: who was active on which UTC day and quarter hour, for exact unique visitors and
+sessions in milliseconds (both editions alike).
 
-`activity` holds one row per (site, kind, key, block of 64 days) whose `days` bigint has bit i
-set when the key had an event on day `64 * block + i` (days since 1970-01-01 UTC). A kind is
-what is counted: visitors (the stats API's visitor key: visitor id, else user id, else address
-+ User-Agent) or sessions (the session id). Keys are kept as md5 UUIDs of their text, so rows
-are narrow; two keys share a UUID with probability about n² / 2¹²⁹ (10⁻²⁶ for a billion keys).
+A kind is what is counted: visitors (the stats API's visitor key: visitor id, else user id,
+else address + User-Agent) or sessions (the session id). Keys are kept as md5 UUIDs of their
+text, so rows are narrow; two keys share a UUID with probability about n² / 2¹²⁹ (10⁻²⁶ for a
+billion keys).
 
-A question's distinct count over whole UTC days is then the number of distinct keys among the
-rows of its one or two blocks whose `days` meet the range's mask: some 10⁵ narrow rows where raw
-events are 10⁶ wide ones. Ragged edges are read from raw events, and the three sets are united
-before counting, so the number is the raw events' own (src/api/stats/repository.py).
+- `activity`: one row per (kind, site, key, UTC day the key was active). `q0`/`q1` have bit i
+  set when it was active in the day's quarter hour i (q0: quarters 0-63, q1: 64-95); `prev` and
+  `next` are the key's previous and next active days (NULL: none).
+- `activity_first`: per (kind, site, day, since), how many keys were active on `day` with
+  `since` (their previous active day, -1 for none) before it. A key is counted once over the
+  whole days [lo, hi): on its first active day there, the one whose previous day is before lo.
+
+A question's distinct count over [start, end) (src/api/stats/repository.py) is then
+
+    Σ activity_first(day in [lo, hi), since < lo)          the keys of its whole days
+  + the rows of the day before lo that meet the start's quarters and whose `next` is ≥ hi
+  + the rows of day hi that meet the end's quarters, whose `prev` is < lo, and that are not
+    already counted on the day before lo
+  + the keys of what is not folded yet, and of the parts of a quarter at either end (read from
+    raw events), that none of those rows holds
+
+— a few hundred rows read where raw events are millions, and the number is the raw events' own.
 
 Kept exact:
-- the statement that stores events appends (site, kind, key, day) of the rows it really
+- the statement that stores events appends (site, kind, key, quarter) of the rows it really
   inserted to `activity_late` (one plain insert: duplicates add nothing, late events land on
-  their day); the fold ORs them into `activity` (with the rollups' fold, every
-  ROLLUP_FOLD_INTERVAL, and before every recount); questions read unfolded ones beside it;
-- a delete folds, then recomputes its key's bit for the day from the raw events left.
-- retention clears days older than EVENTS_RETENTION.
+  their quarter); the fold (FOLD_SQL: with the rollups' fold, every ROLLUP_FOLD_INTERVAL, and
+  before every recount) ORs the quarters into the rows, links the keys' new days into their
+  chains and moves the counts of `activity_first` by what changed; questions read the unfolded
+  changes beside it;
+- a delete folds, then recomputes its key's day from the raw events left (RECOUNT), unlinking
+  the day when none is;
+- retention deletes the days older than EVENTS_RETENTION (a `prev` may then name a day no
+  longer there: it is still before every range a question can ask).
+Every writer of the folded tables holds the fold lock.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from src.api.rollups.maintenance import FOLD_LOCK_KEY
 
 ACTIVITY = "activity"
+ACTIVITY_FIRST = "activity_first"
 ACTIVITY_LATE = "activity_late"
-BLOCK_DAYS = 64
+QUARTER = timedelta(minutes=15)
+QUARTERS_PER_DAY = 96
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # What each kind counts, as SQL over an event row (NULL: not counted): the one definition of a
 # visitor and a session, which the raw distinct counts (src/api/stats/repository.py) use too.
@@ -37,75 +62,259 @@ KINDS: dict[str, tuple[int, str]] = {
     "visitors": (1, "COALESCE(visitor_id, user_id, ip_address || ' ' || COALESCE(user_agent, ''))"),
     "sessions": (2, "session_id"),
 }
-# The columns of an event row these need (the ingest statement returns them).
-KEY_COLUMNS = ("site_id", "time", "visitor_id", "user_id", "ip_address", "user_agent", "session_id")
+# The columns of an event row these and page activity (pages.py) need (the ingest statement
+# returns them).
+KEY_COLUMNS = ("site_id", "time", "page", "visitor_id", "user_id", "ip_address", "user_agent", "session_id")
 
 DAY_SQL = "floor(extract(epoch FROM {t}) / 86400)::int"
+QUARTER_SQL = "floor(extract(epoch FROM {t}) / 900)::int"
+
+
+def quarter_bits(quarter: str) -> tuple[str, str]:
+    """SQL of (q0, q1) with the one bit of `quarter` (quarters since 1970, SQL) set."""
+    of_day = f"(({quarter}) % {QUARTERS_PER_DAY})"
+    return (
+        f"CASE WHEN {of_day} < 64 THEN 1::bigint << {of_day} ELSE 0::bigint END",
+        f"CASE WHEN {of_day} >= 64 THEN 1::bigint << ({of_day} - 64) ELSE 0::bigint END",
+    )
 
 
 def _keys(source: str) -> str:
-    """(site_id, kind, key, day) of each counted key of the rows of `source`. Not made distinct
-    here: the fold groups them anyway, and hashing every batch's keys costs more than
+    """(site_id, kind, key, quarter) of each counted key of the rows of `source`. Not made
+    distinct here: the fold groups them anyway, and hashing every batch's keys costs more than
     appending the few repeats."""
-    selects = " UNION ALL ".join(
+    return " UNION ALL ".join(
         f"SELECT site_id, {kind}::smallint AS kind, md5({expression})::uuid AS key,"
-        f" {DAY_SQL.format(t='time')} AS day FROM {source} WHERE {expression} IS NOT NULL"
+        f" {QUARTER_SQL.format(t='time')} AS quarter FROM {source} WHERE {expression} IS NOT NULL"
         for kind, expression in KINDS.values()
     )
-    return selects
 
 
 def append_cte(source: str) -> str:
     """A CTE (after `WITH {source} AS (INSERT … RETURNING KEY_COLUMNS)`) that appends the
     inserted rows' keys to activity_late."""
-    return f"activity_change AS (INSERT INTO {ACTIVITY_LATE} (site_id, kind, key, day) {_keys(source)})"
+    return f"activity_change AS (INSERT INTO {ACTIVITY_LATE} (site_id, kind, key, quarter) {_keys(source)})"
 
 
+_Q0, _Q1 = quarter_bits("quarter")
+_SAME_KEY = "USING (kind, site_id, key)"
+# How `activity_first` moves when rows `before` of some keys become rows `after`: -1 for each
+# (day, since) of before, +1 for each of after; only what changed is written.
+_DELTA = (
+    "delta AS (SELECT kind, site_id, day, since, sum(n) AS n FROM ("
+    " SELECT kind, site_id, day, COALESCE(prev, -1) AS since, -1 AS n FROM before"
+    " UNION ALL SELECT kind, site_id, day, COALESCE(prev, -1), 1 FROM after) AS moves"
+    " GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0),"
+    f" counted AS (INSERT INTO {ACTIVITY_FIRST} AS f (kind, site_id, day, since, n)"
+    " SELECT kind, site_id, day, since, n FROM delta"
+    " ON CONFLICT (kind, site_id, day, since) DO UPDATE SET n = f.n + excluded.n)"
+)
+
+# The fold, one statement (it sees the tables as they were when it began):
+# - moved: the changes, taken out; grouped: one row per (kind, site, key, day), quarters ORed;
+# - fresh: the days not stored yet; touched: their keys, whose chains change;
+# - before: the touched keys' stored rows; after: their chains again, with the fresh days;
+# - written: the touched keys' rows that `after` changes (quarters ORed in), and the other
+#   changes' quarters ORed into their rows (prev = -2: keep the links);
+# - delta/counted: activity_first moves by `after` less `before`.
 FOLD_SQL = text(
-    f"WITH moved AS (DELETE FROM {ACTIVITY_LATE} RETURNING site_id, kind, key, day),"
-    f" grouped AS (SELECT site_id, kind, key, day / {BLOCK_DAYS} AS block,"
-    f" bit_or(1::bigint << (day % {BLOCK_DAYS})) AS days FROM moved GROUP BY 1, 2, 3, 4),"
-    f" applied AS (INSERT INTO {ACTIVITY} AS a (site_id, kind, block, key, days)"
-    " SELECT site_id, kind, block, key, days FROM grouped"
-    " ON CONFLICT (site_id, kind, block, key) DO UPDATE SET days = a.days | excluded.days)"
+    f"WITH moved AS (DELETE FROM {ACTIVITY_LATE} RETURNING site_id, kind, key, quarter),"
+    f" grouped AS (SELECT kind, site_id, key, quarter / {QUARTERS_PER_DAY} AS day,"
+    f" bit_or({_Q0}) AS q0, bit_or({_Q1}) AS q1 FROM moved GROUP BY 1, 2, 3, 4),"
+    " fresh AS (SELECT g.kind, g.site_id, g.key, g.day FROM grouped g WHERE NOT EXISTS"
+    f" (SELECT 1 FROM {ACTIVITY} a WHERE a.kind = g.kind AND a.site_id = g.site_id"
+    " AND a.key = g.key AND a.day = g.day)),"
+    " touched AS (SELECT DISTINCT kind, site_id, key FROM fresh),"
+    f" before AS (SELECT a.kind, a.site_id, a.key, a.day, a.prev, a.next FROM {ACTIVITY} a JOIN touched t"
+    f" {_SAME_KEY}),"
+    " after AS (SELECT kind, site_id, key, day,"
+    " lag(day) OVER w AS prev, lead(day) OVER w AS next"
+    " FROM (SELECT kind, site_id, key, day FROM before UNION ALL SELECT * FROM fresh) AS days"
+    " WINDOW w AS (PARTITION BY kind, site_id, key ORDER BY day)),"
+    f" written AS (INSERT INTO {ACTIVITY} AS a (kind, site_id, key, day, q0, q1, prev, next)"
+    " SELECT c.kind, c.site_id, c.key, c.day, COALESCE(g.q0, 0), COALESCE(g.q1, 0), c.prev, c.next"
+    " FROM after c LEFT JOIN grouped g USING (kind, site_id, key, day)"
+    " LEFT JOIN before b USING (kind, site_id, key, day) WHERE g.key IS NOT NULL OR b.key IS NULL"
+    " OR c.prev IS DISTINCT FROM b.prev OR c.next IS DISTINCT FROM b.next"
+    " UNION ALL SELECT g.kind, g.site_id, g.key, g.day, g.q0, g.q1, -2, -2 FROM grouped g"
+    f" WHERE NOT EXISTS (SELECT 1 FROM touched t WHERE t.kind = g.kind AND t.site_id = g.site_id"
+    " AND t.key = g.key)"
+    " ON CONFLICT (kind, site_id, key, day) DO UPDATE SET q0 = a.q0 | excluded.q0,"
+    " q1 = a.q1 | excluded.q1,"
+    " prev = CASE WHEN excluded.prev = -2 THEN a.prev ELSE excluded.prev END,"
+    " next = CASE WHEN excluded.next = -2 THEN a.next ELSE excluded.next END),"
+    f" {_DELTA}"
     " SELECT count(*) FROM moved"
 )
 FOLD_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=FOLD_LOCK_KEY)
 
-# After a delete (and a fold): the deleted row's key loses that day's bit unless another event
-# of the site still has the key on that day. The bound values are the deleted row's.
-RECOUNT_SQL = {
+# After a delete (and a fold, under its lock): a deleted row's day for one key, from the raw
+# events of the site left that day. Bound: site_id, day, day_start, day_end, key (the text).
+_LEFT_SQL = {
     name: text(
-        f"UPDATE {ACTIVITY} SET days = days & ~(1::bigint << (CAST(:day AS int) % {BLOCK_DAYS}))"
-        f" WHERE site_id = :site_id AND kind = {kind} AND block = CAST(:day AS int) / {BLOCK_DAYS}"
-        " AND key = md5(CAST(:key AS text))::uuid AND NOT EXISTS (SELECT 1 FROM event"
-        " WHERE site_id = :site_id AND time >= :day_start AND time < :day_end"
-        f" AND {expression} = :key)"
+        "SELECT bit_or({}) AS q0, bit_or({}) AS q1 FROM event".format(
+            *quarter_bits(QUARTER_SQL.format(t="time"))
+        )
+        + f" WHERE site_id = :site_id AND time >= :day_start AND time < :day_end AND {expression} = :key"
     )
     for name, (kind, expression) in KINDS.items()
 }
+_ROW = "kind = :kind AND site_id = :site_id AND key = md5(CAST(:key AS text))::uuid AND day = :day"
+_RESET_SQL = text(f"UPDATE {ACTIVITY} SET q0 = :q0, q1 = :q1 WHERE {_ROW}")
+# No event left: the day goes, its neighbours link to each other, activity_first follows.
+_UNLINK_SQL = text(
+    f"WITH gone AS (DELETE FROM {ACTIVITY} WHERE {_ROW} RETURNING kind, site_id, key, day, prev, next),"
+    f" to_prev AS (UPDATE {ACTIVITY} a SET next = g.next FROM gone g"
+    " WHERE a.kind = g.kind AND a.site_id = g.site_id AND a.key = g.key AND a.day = g.prev),"
+    f" to_next AS (UPDATE {ACTIVITY} a SET prev = g.prev FROM gone g"
+    " WHERE a.kind = g.kind AND a.site_id = g.site_id AND a.key = g.key AND a.day = g.next),"
+    " before AS (SELECT kind, site_id, day, prev FROM gone"
+    " UNION ALL SELECT kind, site_id, next, day FROM gone WHERE next IS NOT NULL),"
+    " after AS (SELECT kind, site_id, next AS day, prev FROM gone WHERE next IS NOT NULL),"
+    f" {_DELTA}"
+    " SELECT count(*) FROM gone"
+)
 
-# Retention: days before the cutoff day are cleared, blocks wholly before it deleted.
-_CUT = f"((1::bigint << (CAST(:day AS int) % {BLOCK_DAYS})) - 1)"
+
+async def recount(session: AsyncSession, site_id: str, kind_name: str, key: str, day: int) -> None:
+    """A deleted event's key on its day (after fold_late, in the same transaction): its quarters
+    from the events left, or the day unlinked when none is."""
+    day_start = EPOCH + timedelta(days=day)
+    bounds: dict[str, Any] = {
+        "site_id": site_id,
+        "day": day,
+        "day_start": day_start,
+        "day_end": day_start + timedelta(days=1),
+        "key": key,
+        "kind": KINDS[kind_name][0],
+    }
+    q0, q1 = (await session.execute(_LEFT_SQL[kind_name], bounds)).one()
+    if q0 is not None:
+        await session.execute(_RESET_SQL, {**bounds, "q0": q0, "q1": q1})
+    else:
+        await session.execute(_UNLINK_SQL, bounds)
+
+
+# Retention (under the fold lock): the days before the cutoff day go.
 TRIM_SQL = (
-    text(f"DELETE FROM {ACTIVITY} WHERE block < CAST(:day AS int) / {BLOCK_DAYS}"),
-    text(
-        f"UPDATE {ACTIVITY} SET days = days & ~{_CUT}"
-        f" WHERE block = CAST(:day AS int) / {BLOCK_DAYS} AND days & {_CUT} <> 0"
-    ),
-    text(f"DELETE FROM {ACTIVITY_LATE} WHERE day < CAST(:day AS int)"),
+    text(f"DELETE FROM {ACTIVITY} WHERE day < CAST(:day AS int)"),
+    text(f"DELETE FROM {ACTIVITY_FIRST} WHERE day < CAST(:day AS int)"),
+    text(f"DELETE FROM {ACTIVITY_LATE} WHERE quarter < CAST(:day AS int) * {QUARTERS_PER_DAY}"),
 )
 
-# The masks made again from every stored event (after a bulk load that bypassed the writer).
+
+def _rebuild(kind: int, expression: str) -> str:
+    q0, q1 = quarter_bits("quarter")
+    return (
+        f"INSERT INTO {ACTIVITY} (kind, site_id, key, day, q0, q1, prev, next)"
+        " SELECT kind, site_id, key, day, q0, q1, lag(day) OVER w, lead(day) OVER w FROM ("
+        f" SELECT {kind} AS kind, site_id, key, quarter / {QUARTERS_PER_DAY} AS day,"
+        f" bit_or({q0}) AS q0, bit_or({q1}) AS q1 FROM ("
+        f" SELECT site_id, md5({expression})::uuid AS key, {QUARTER_SQL.format(t='time')} AS quarter"
+        f" FROM event WHERE {expression} IS NOT NULL) AS e GROUP BY 1, 2, 3, 4) AS d"
+        " WINDOW w AS (PARTITION BY kind, site_id, key ORDER BY day)"
+    )
+
+
+# Everything made again from every stored event (after a bulk load that bypassed the writer).
 REBUILD_SQL = (
-    text(f"TRUNCATE {ACTIVITY}, {ACTIVITY_LATE}"),
-    *(
-        text(
-            f"INSERT INTO {ACTIVITY} (kind, block, site_id, key, days)"
-            f" SELECT {kind}, day / {BLOCK_DAYS}, site_id, k, bit_or(1::bigint << (day % {BLOCK_DAYS}))"
-            f" FROM (SELECT DISTINCT site_id, md5({expression})::uuid AS k, {DAY_SQL.format(t='time')} AS day"
-            f" FROM event WHERE {expression} IS NOT NULL) AS keys GROUP BY 2, 3, 4"
-        )
-        for kind, expression in KINDS.values()
+    text(f"TRUNCATE {ACTIVITY}, {ACTIVITY_FIRST}, {ACTIVITY_LATE}"),
+    *(text(_rebuild(kind, expression)) for kind, expression in KINDS.values()),
+    text(
+        f"INSERT INTO {ACTIVITY_FIRST} (kind, site_id, day, since, n)"
+        f" SELECT kind, site_id, day, COALESCE(prev, -1), count(*) FROM {ACTIVITY} GROUP BY 1, 2, 3, 4"
     ),
 )
+
+
+async def trim(conn: AsyncConnection, day: int) -> None:
+    """Retention: forget the days before `day`, under the fold lock."""
+    await conn.execute(FOLD_LOCK)
+    for statement in TRIM_SQL:
+        await conn.execute(statement, {"day": day})
+
+
+@dataclass(frozen=True)
+class Span:
+    """[start, end) as the activity tables count it: the whole days [lo, hi); the day `first`
+    (lo - 1) when the range starts inside it, and `last` (hi) when it ends inside it, each
+    with the range's quarters of it; the whole quarters [quarter_lo, quarter_hi) since 1970
+    (what unfolded changes must lie in); and the parts of a quarter at either end, which raw
+    events answer. A range inside one day is `first` alone, with lo = hi = first + 1."""
+
+    lo: int
+    hi: int
+    first: int | None
+    first_quarters: tuple[int, int]
+    last: int | None
+    last_quarters: tuple[int, int]
+    quarter_lo: int
+    quarter_hi: int
+    raw: tuple[tuple[datetime, datetime], ...]
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "lo": self.lo,
+            "hi": self.hi,
+            "first": self.first,
+            "first_q0": self.first_quarters[0],
+            "first_q1": self.first_quarters[1],
+            "last": self.last,
+            "last_q0": self.last_quarters[0],
+            "last_q1": self.last_quarters[1],
+            "quarter_lo": self.quarter_lo,
+            "quarter_hi": self.quarter_hi,
+            **{
+                f"raw{n}_{edge}": bounds[i]
+                for n, bounds in enumerate(self.raw)
+                for i, edge in enumerate(("start", "end"))
+            },
+        }
+
+
+def quarters_of_day(lo: int, hi: int) -> tuple[int, int]:
+    """(q0, q1) with the day's quarters [lo, hi) set, q0 as a signed bigint."""
+    bits = ((1 << hi) - 1) ^ ((1 << lo) - 1)
+    q0, q1 = bits & ((1 << 64) - 1), bits >> 64
+    return (q0 - (1 << 64) if q0 >= 1 << 63 else q0), q1
+
+
+def quarter_index(moment: datetime, *, up: bool) -> int:
+    seconds = (moment - EPOCH) / timedelta(seconds=1)
+    whole = int(seconds // QUARTER.total_seconds())
+    return whole + 1 if up and whole * QUARTER.total_seconds() < seconds else whole
+
+
+def span(start: datetime, end: datetime) -> Span | None:
+    """The activity tables' reading of [start, end); None when it holds no whole quarter hour
+    (raw events count such a range faster)."""
+    quarter_lo, quarter_hi = quarter_index(start, up=True), quarter_index(end, up=False)
+    if quarter_lo >= quarter_hi:
+        return None
+    raw = tuple(
+        (lo, hi)
+        for lo, hi in (
+            (start, EPOCH + quarter_lo * QUARTER),
+            (EPOCH + quarter_hi * QUARTER, end),
+        )
+        if lo < hi
+    )
+    per_day = QUARTERS_PER_DAY
+    lo, hi = -(-quarter_lo // per_day), quarter_hi // per_day
+    if lo > hi:  # inside one day
+        day = hi
+        quarters = quarters_of_day(quarter_lo - day * per_day, quarter_hi - day * per_day)
+        return Span(day + 1, day + 1, day, quarters, None, (0, 0), quarter_lo, quarter_hi, raw)
+    first = lo - 1 if quarter_lo < lo * per_day else None
+    last = hi if quarter_hi > hi * per_day else None
+    return Span(
+        lo,
+        hi,
+        first,
+        quarters_of_day(quarter_lo - (lo - 1) * per_day, per_day) if first is not None else (0, 0),
+        last,
+        quarters_of_day(0, quarter_hi - hi * per_day) if last is not None else (0, 0),
+        quarter_lo,
+        quarter_hi,
+        raw,
+    )

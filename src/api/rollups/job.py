@@ -63,14 +63,14 @@ async def advance_tiers(engine: AsyncEngine, now: datetime | None = None) -> dic
 
 async def fold(engine: AsyncEngine, *, rollups: bool = True) -> int:
     """Move late changes into the rollups (Apache: `rollups`) and activity changes into the
-    masks now; how many were moved."""
+    activity tables now; how many were moved."""
     async with engine.begin() as conn:
         return await repository.fold_late(conn, rollups=rollups)
 
 
 async def run_fold_loop(engine: AsyncEngine, every: float, *, rollups: bool) -> None:
     """Fold every `every` seconds. Questions read unfolded changes beside the rollups and
-    masks, so folding often keeps those reads small; it is not needed for exactness."""
+    activity tables, so folding often keeps those reads small; it is not needed for exactness."""
     while True:
         try:
             with metrics.job_run("fold"):

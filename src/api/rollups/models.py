@@ -22,8 +22,9 @@ from sqlalchemy.schema import SchemaItem
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
-from src.api.rollups.activity import ACTIVITY, ACTIVITY_LATE
+from src.api.rollups.activity import ACTIVITY, ACTIVITY_FIRST, ACTIVITY_LATE
 from src.api.rollups.catalogue import CATALOGUE, Rollup
+from src.api.rollups.pages import PAGE_ACTIVITY, PAGE_ACTIVITY_LATE
 
 # Column types of the dimensions, as in `event`.
 DIMENSION_TYPES: dict[str, TypeEngine[str]] = {
@@ -83,18 +84,39 @@ class RollupWatermark(SQLModel, table=True):
     complete_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
-# Activity masks (src/api/rollups/activity.py), both editions: who was active on which days.
+# Activity (src/api/rollups/activity.py), both editions: who was active on which days and
+# quarter hours, each key's days linked, and how many keys each day first counts.
 ACTIVITY_TABLE = Table(
     ACTIVITY,
     SQLModel.metadata,
     Column("kind", SmallInteger, nullable=False),
-    Column("block", Integer, nullable=False),
     Column("site_id", String(128), nullable=False),
     Column("key", Uuid, nullable=False),
-    Column("days", BigInteger, nullable=False),
-    # Questions read one kind, one or two blocks, one site (or all): a range of this key, with
-    # `days` in it so that counting them reads the index alone (src/api/stats/repository.py).
-    PrimaryKeyConstraint("kind", "block", "site_id", "key", postgresql_include=["days"]),
+    Column("day", Integer, nullable=False),
+    Column("q0", BigInteger, nullable=False),
+    Column("q1", BigInteger, nullable=False),
+    Column("prev", Integer),
+    Column("next", Integer),
+    # The fold and deletes find a key's days by the key; questions read one or two days of a
+    # kind (of a site, or all), by the day index alone (it holds every column they read).
+    PrimaryKeyConstraint("kind", "site_id", "key", "day"),
+    Index(
+        "ix_activity_day",
+        "kind",
+        "day",
+        "site_id",
+        postgresql_include=["key", "q0", "q1", "prev", "next"],
+    ),
+)
+ACTIVITY_FIRST_TABLE = Table(
+    ACTIVITY_FIRST,
+    SQLModel.metadata,
+    Column("kind", SmallInteger, nullable=False),
+    Column("site_id", String(128), nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("since", Integer, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    PrimaryKeyConstraint("kind", "site_id", "day", "since"),
 )
 ACTIVITY_LATE_TABLE = Table(
     ACTIVITY_LATE,
@@ -102,5 +124,26 @@ ACTIVITY_LATE_TABLE = Table(
     Column("site_id", String(128), nullable=False),
     Column("kind", SmallInteger, nullable=False),
     Column("key", Uuid, nullable=False),
+    Column("quarter", Integer, nullable=False),
+)
+# Page activity (src/api/rollups/pages.py), both editions: who saw which page on which day.
+PAGE_ACTIVITY_TABLE = Table(
+    PAGE_ACTIVITY,
+    SQLModel.metadata,
+    Column("site_id", String(128), nullable=False),
     Column("day", Integer, nullable=False),
+    Column("page", String(2048), nullable=False),
+    Column("key", Uuid, nullable=False),
+    Column("q0", BigInteger, nullable=False),
+    Column("q1", BigInteger, nullable=False),
+    # Questions read a site's days, page by page: the key holds what they read but the quarters.
+    PrimaryKeyConstraint("site_id", "day", "page", "key", postgresql_include=["q0", "q1"]),
+)
+PAGE_ACTIVITY_LATE_TABLE = Table(
+    PAGE_ACTIVITY_LATE,
+    SQLModel.metadata,
+    Column("site_id", String(128), nullable=False),
+    Column("page", String(2048), nullable=False),
+    Column("key", Uuid, nullable=False),
+    Column("quarter", Integer, nullable=False),
 )

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from src.api.rollups import activity
+from src.api.rollups import activity, pages
 from src.api.rollups.catalogue import CATALOGUE, Tier
 from src.api.rollups.maintenance import fold_sql, sums, upsert
 
@@ -60,10 +60,11 @@ async def fill_tiers(conn: AsyncConnection, tier: Tier, start: datetime, end: da
 
 async def fold_late(conn: AsyncConnection | AsyncSession, *, rollups: bool = True) -> int:
     """Inside a transaction: move every late change into the rollups (with `rollups`: the
-    Apache edition's) and every activity change into the masks; how many were moved. Waits for
+    Apache edition's) and every activity change into the activity tables; how many were moved. Waits for
     a fold running elsewhere (it commits first, and leaves nothing to move twice)."""
     await conn.execute(activity.FOLD_LOCK)
     moved = int((await conn.execute(activity.FOLD_SQL)).scalar_one())
+    await conn.execute(pages.FOLD_SQL)
     if rollups:
         moved += int((await conn.execute(_FOLD)).scalar_one())
     return moved

@@ -527,7 +527,7 @@ async def drop_event_chunks(conn: AsyncConnection, older_than: datetime) -> list
 async def trim_after_drop(conn: AsyncConnection, older_than: datetime) -> None:
     """After raw chunks went: the rollups' chunks before the same time go too (so no rollup
     answers for events that are gone; on Community the continuous aggregates'), and the
-    activity masks forget the days before the oldest event left."""
+    activity tables forget the days before the oldest event left."""
     for name in CATALOGUE.names:
         known = (
             await conn.execute(

@@ -15,8 +15,18 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from src.api.rollups.activity import ACTIVITY, ACTIVITY_LATE, KINDS
+from src.api.rollups.activity import (
+    ACTIVITY,
+    ACTIVITY_FIRST,
+    ACTIVITY_LATE,
+    KINDS,
+    QUARTERS_PER_DAY,
+    Span,
+    quarter_bits,
+)
 from src.api.rollups.catalogue import CATALOGUE, IS_PAGEVIEW
+from src.api.rollups.pages import KEY_SQL as PAGE_KEY_SQL
+from src.api.rollups.pages import NIL_KEY, PAGE_ACTIVITY, PAGE_ACTIVITY_LATE, Pieces
 from src.api.stats.planner import RAW, Plan, Run
 from src.api.stats.question import DIMENSION_SQL
 
@@ -205,63 +215,119 @@ def distinct_statement(
     return text(sql)
 
 
-def activity_statement(metric: str, *, site: bool, left: bool, right: bool, blocks: int) -> TextClause:
-    """Exact distinct visitors or sessions over [start, end) from the activity masks
-    (src/api/rollups/activity.py): the keys of the whole UTC days [mid_lo, mid_hi) — the masks'
-    rows of their `blocks` blocks that meet the days, and changes not folded yet — united with
-    the keys of the raw events of the ragged ends ([start, mid_lo) with `left`, [mid_hi, end)
-    with `right`). Params: blocks, masks (arrays; block0, mask0, block1, mask1 too), day_lo,
-    day_hi (days since 1970, [lo, hi)), start, mid_lo, mid_hi, end, site_id. Returns (NULL,
-    count), like distinct_statement's summary row. `metric` is a key of activity.KINDS, never
-    input text.
+def activity_statement(metric: str, span: Span, *, site: bool) -> TextClause:
+    """Exact distinct visitors or sessions over [start, end) from the activity tables
+    (src/api/rollups/activity.py; how they count is told there). Params: span.params(), and
+    site_id. Returns (NULL, count), like distinct_statement's summary row. `metric` is a key of
+    activity.KINDS, never input text.
 
-    For one site over one or two blocks (30 days always are), the masks' keys are never hashed:
-    a key has one row per block, so |masks| is a count of an index-only scan (the key includes
-    `days`), or of a merge full join of two; the other keys — the ragged ends' and the unfolded
-    changes', a few thousand — are counted where no mask row of theirs meets the range."""
+    For one site: activity_first's counts of the whole days, the rows of the two ragged days
+    (`first` and `last`) that their links show are not counted elsewhere, and the other keys —
+    unfolded changes, and raw events of the parts of a quarter at the ends, a few at most —
+    where no row of theirs meets the range. For all sites (a key may be active on several): the
+    keys of the rows that meet the range, united with those."""
     kind, expression = KINDS[metric]
     at_site = " AND site_id = :site_id" if site else ""
-    spans = (["time >= :start AND time < :mid_lo"] if left else []) + (
-        ["time >= :mid_hi AND time < :end"] if right else []
-    )
+
+    def meets(edge: str, alias: str) -> str:
+        return (
+            f"{alias}.day = :{edge} AND ({alias}.q0 & CAST(:{edge}_q0 AS bigint) <> 0"
+            f" OR {alias}.q1 & CAST(:{edge}_q1 AS bigint) <> 0)"
+        )
+
+    edges = [edge for edge in ("first", "last") if getattr(span, edge) is not None]
     others = [
-        f"SELECT key FROM {ACTIVITY_LATE} WHERE kind = {kind} AND day >= :day_lo AND day < :day_hi{at_site}",
+        f"SELECT key FROM {ACTIVITY_LATE} WHERE kind = {kind}"
+        f" AND quarter >= :quarter_lo AND quarter < :quarter_hi{at_site}",
         *(
             f"SELECT md5({expression})::uuid AS key FROM event"
-            f" WHERE {span}{at_site} AND {expression} IS NOT NULL"
-            for span in spans
+            f" WHERE time >= :raw{n}_start AND time < :raw{n}_end{at_site} AND {expression} IS NOT NULL"
+            for n in range(len(span.raw))
         ),
     ]
-    if not site or blocks > 2:
-        masked = (
-            "SELECT a.key FROM unnest(CAST(:blocks AS int[]), CAST(:masks AS bigint[])) AS m(block, mask)"
-            f" JOIN {ACTIVITY} a ON a.kind = {kind} AND a.block = m.block"
-            f"{' AND a.site_id = :site_id' if site else ''}"
-            " WHERE a.days & m.mask <> 0"
+    in_range = " OR ".join(["a.day >= :lo AND a.day < :hi", *(meets(edge, "a") for edge in edges)])
+    if not site:
+        keys = " UNION ".join(
+            [
+                f"SELECT key FROM {ACTIVITY} a WHERE a.kind = {kind} AND ({in_range})",
+                *others,
+            ]
         )
-        keys = " UNION ".join([masked, *others])
         return text(f"SELECT NULL AS b, count(*) AS {metric} FROM ({keys}) AS keys")
-
-    def in_block(n: int, alias: str) -> str:
-        return (
-            f"{alias}.kind = {kind} AND {alias}.block = :block{n} AND {alias}.site_id = :site_id"
-            f" AND {alias}.days & :mask{n} <> 0"
+    own = f"a.kind = {kind} AND a.site_id = :site_id"
+    parts = [
+        f"(SELECT COALESCE(sum(n), 0)::bigint FROM {ACTIVITY_FIRST} WHERE kind = {kind}"
+        " AND site_id = :site_id AND day >= :lo AND day < :hi AND since < :lo)"
+    ]
+    if span.first is not None:
+        parts.append(
+            f"(SELECT count(*) FROM {ACTIVITY} a WHERE {own} AND {meets('first', 'a')}"
+            " AND (a.next IS NULL OR a.next >= :hi))"
         )
-
-    if blocks == 1:
-        whole = f"SELECT count(*) FROM {ACTIVITY} a WHERE {in_block(0, 'a')}"
-    else:
-        whole = (
-            f"SELECT count(*) FROM (SELECT key FROM {ACTIVITY} a WHERE {in_block(0, 'a')}) AS x"
-            f" FULL JOIN (SELECT key FROM {ACTIVITY} a WHERE {in_block(1, 'a')}) AS y ON x.key = y.key"
+    if span.last is not None:
+        counted_first = (
+            f" AND (a.prev IS DISTINCT FROM :first OR NOT EXISTS (SELECT 1 FROM {ACTIVITY} p"
+            f" WHERE p.kind = {kind} AND p.site_id = :site_id AND p.key = a.key AND {meets('first', 'p')}))"
+            if span.first is not None
+            else ""
         )
-    unmasked = " AND ".join(
-        f"NOT EXISTS (SELECT 1 FROM {ACTIVITY} a WHERE {in_block(n, 'a')} AND a.key = o.key)"
-        for n in range(blocks)
-    )
+        parts.append(
+            f"(SELECT count(*) FROM {ACTIVITY} a WHERE {own} AND {meets('last', 'a')}"
+            f" AND (a.prev IS NULL OR a.prev < :lo){counted_first})"
+        )
     distinct = f"SELECT DISTINCT key FROM ({' UNION ALL '.join(others)}) AS u"
-    rest = f"SELECT count(*) FROM ({distinct}) AS o WHERE {unmasked}"
-    return text(f"SELECT NULL AS b, ({whole}) + ({rest}) AS {metric}")
+    parts.append(
+        f"(SELECT count(*) FROM ({distinct}) AS o WHERE NOT EXISTS (SELECT 1 FROM {ACTIVITY} a"
+        f" WHERE {own} AND a.key = o.key AND ({in_range})))"
+    )
+    return text(f"SELECT NULL AS b, {' + '.join(parts)} AS {metric}")
+
+
+def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]) -> TextClause:
+    """Exact distinct visitors per (bucket, page) of one site from page activity
+    (src/api/rollups/pages.py): the keys of the pages' rows that meet each bucket's pieces (a
+    count of rows where every bucket is one piece), and the keys of unfolded changes and of
+    the raw parts of a quarter hour that no row of the bucket holds. Params: pieces.params(),
+    site_id, and the filters' (a page filter only). Rows (bucket, page, visitors) in answer order,
+    as distinct_statement's."""
+    page_filter = " AND a.page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
+    raw_filter = " AND page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
+    late_filter = " AND l.page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
+    l0, l1 = quarter_bits("l.quarter")
+    pieces_sql = (
+        "SELECT * FROM unnest(CAST(:p_days AS int[]), CAST(:p_buckets AS timestamptz[]),"
+        " CAST(:p_q0 AS bigint[]), CAST(:p_q1 AS bigint[])) AS p(day, bucket, q0, q1)"
+    )
+    meets = "(a.q0 & p.q0 <> 0 OR a.q1 & p.q1 <> 0)"
+    found = (
+        f"SELECT p.bucket, a.page, a.key FROM ({pieces_sql}) AS p JOIN {PAGE_ACTIVITY} a"
+        f" ON a.site_id = :site_id AND a.day = p.day AND {meets}{page_filter}"
+    )
+    if pieces.distinct:
+        found = f"SELECT DISTINCT * FROM ({found}) AS f"
+    others = [
+        f"SELECT p.bucket, l.page, l.key FROM {PAGE_ACTIVITY_LATE} l JOIN ({pieces_sql}) AS p"
+        f" ON p.day = l.quarter / {QUARTERS_PER_DAY} AND (({l0}) & p.q0 <> 0 OR ({l1}) & p.q1 <> 0)"
+        f" WHERE l.site_id = :site_id AND l.quarter >= :quarter_lo AND l.quarter < :quarter_hi{late_filter}",
+        *(
+            f"SELECT CAST(:raw{n}_bucket AS timestamptz), page, {PAGE_KEY_SQL} FROM event"
+            f" WHERE site_id = :site_id AND time >= :raw{n}_start AND time < :raw{n}_end{raw_filter}"
+            for n in range(len(pieces.raw))
+        ),
+    ]
+    unheld = (
+        f"SELECT DISTINCT * FROM ({' UNION ALL '.join(others)}) AS o(bucket, page, key)"
+        f" WHERE NOT EXISTS (SELECT 1 FROM ({pieces_sql}) AS p JOIN {PAGE_ACTIVITY} a"
+        f" ON a.site_id = :site_id AND a.day = p.day AND a.page = o.page AND a.key = o.key AND {meets}"
+        " WHERE p.bucket = o.bucket)"
+    )
+    counted = f"count(*) FILTER (WHERE key <> '{NIL_KEY}')"
+    return text(
+        f"SELECT b, page, sum(n)::bigint AS visitors FROM ("
+        f"SELECT bucket AS b, page, {counted} AS n FROM ({found}) AS f GROUP BY 1, 2"
+        f" UNION ALL SELECT bucket, page, {counted} FROM ({unheld}) AS u GROUP BY 1, 2"
+        f") AS c GROUP BY 1, 2{_order(['page'])}"
+    )
 
 
 _ANY_EVENT = {

@@ -20,8 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from src.api.db.schema import TimescaleInfo
 from src.api.errors import InvalidParameter
 from src.api.events.schemas import EventBucket
-from src.api.rollups import freshness
-from src.api.rollups.activity import BLOCK_DAYS
+from src.api.rollups import activity, freshness, pages
 from src.api.rollups.catalogue import DAY, QUARTER, ceil_quarter, ceil_to, floor_quarter, floor_to
 from src.api.sessions import repository as sessions
 from src.api.stats import repository
@@ -160,22 +159,26 @@ async def answer(
             return Answer(source=_source(chosen, wanted_distinct), rows=list(map(shape.from_sums, sums)))
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
-    masks = _activity_params(question)
+    span = _activity_span(question)
     distinct = [m for m in question.metrics if m in DISTINCT and not only_sessions]
     # Only a question that counts visitors or sessions, and not as one total, reads its buckets.
-    wide = await _wide_buckets(session, question, params) if distinct and masks is None else None
+    wide = await _wide_buckets(session, question, params) if distinct and span is None else None
+    by_page = await _page_pieces(session, question, params) if "visitors" in distinct else None
     for metric in distinct:
-        if masks is not None:
-            found_rows = await _masked_count(session, metric, params, masks, site=site)
+        if span is not None:
+            found_rows = await _counted(session, metric, params, span, site=site)
+        elif metric == "visitors" and by_page is not None:
+            statement = repository.page_visitors_statement(by_page, question.filters)
+            found_rows = await repository.rows(session, statement, {**params, **by_page.params()})
         elif wide is not None:
-            # Each bucket is a total of its own part of the range: the masks count it.
+            # Each bucket is a total of its own part of the range: the activity tables count it.
             found_rows = []
             for bucket, part in wide:
-                part_masks = _activity_params(part)
+                part_span = _activity_span(part)
                 window = {"start": part.window.start, "end": part.window.end}
-                if part_masks is not None:
-                    counted = await _masked_count(session, metric, params, part_masks, site=site)
-                else:  # no whole UTC day in this part: its raw events
+                if part_span is not None:
+                    counted = await _counted(session, metric, params, part_span, site=site)
+                else:  # no whole quarter hour in this part: its raw events
                     statement = repository.distinct_statement(metric, (), {}, bucketed=False, site=site)
                     counted = await repository.rows(session, statement, {**params, **window})
                 count = int(counted[0][1]) if counted else 0
@@ -216,23 +219,16 @@ async def answer(
     return Answer(source="sessions" if only_sessions else _source(chosen, wanted_distinct), rows=rows)
 
 
-async def _masked_count(
-    session: AsyncSession, metric: str, params: dict[str, Any], masks: dict[str, Any], *, site: bool
+async def _counted(
+    session: AsyncSession, metric: str, params: dict[str, Any], span: activity.Span, *, site: bool
 ) -> Sequence[tuple[Any, ...]]:
-    """(NULL, count) of a visitor or session total from the activity masks."""
-    statement = repository.activity_statement(
-        metric,
-        site=site,
-        left=masks["start"] < masks["mid_lo"],
-        right=masks["mid_hi"] < masks["end"],
-        blocks=len(masks["blocks"]),
-    )
-    return await repository.rows(session, statement, {**params, **masks})
+    """(NULL, count) of a visitor or session total from the activity tables."""
+    statement = repository.activity_statement(metric, span, site=site)
+    return await repository.rows(session, statement, {**params, **span.params()})
 
 
-# Buckets at least this wide are each counted from the masks (a week, a month): a few totals
-# beat one distinct count over every raw event of the range; daily ones would not (each count
-# reads the range's blocks whole).
+# Buckets at least this wide are each counted from the activity tables (a week, a month): a
+# few totals beat one distinct count over every raw event of the range.
 _WIDE_BUCKET = timedelta(days=7)
 
 
@@ -256,6 +252,23 @@ async def _wide_buckets(
     return parts
 
 
+async def _page_pieces(
+    session: AsyncSession, question: Question, params: dict[str, Any]
+) -> pages.Pieces | None:
+    """For one site's visitors per page per bucket of a day or more (no other breakdown, no
+    filter but the page): the pieces page activity counts them by; None for every other
+    question."""
+    interval = question.interval
+    if interval is None or question.group_by != ("page",) or question.site_id is None:
+        return None
+    if question.source == "raw" or set(question.filters) - {"page"}:
+        return None
+    if not interval.months and interval.seconds < DAY:
+        return None
+    starts = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
+    return pages.pieces(starts, question.window.start, question.window.end) if starts else None
+
+
 def _merge(
     merged: dict[tuple[Any, ...], dict[str, Any]],
     found_rows: Sequence[tuple[Any, ...]],
@@ -276,9 +289,6 @@ def _merge(
         for offset, metric in enumerate(metrics):
             found[metric] = row[shape.width + offset]
     return ordered
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _whole_days(question: Question) -> dict[str, Any] | None:
@@ -325,35 +335,13 @@ def check_sessions(question: Question) -> None:
             )
 
 
-def _activity_params(question: Question) -> dict[str, Any] | None:
-    """The parameters of repository.activity_statement when the activity masks can count this
-    question's visitors and sessions — a total (no buckets, no breakdown, no filter but the
-    site) over at least one whole UTC day — else None (raw events count them)."""
+def _activity_span(question: Question) -> activity.Span | None:
+    """The activity tables' reading of this question's range when they can count its visitors
+    and sessions — a total (no buckets, no breakdown, no filter but the site) holding a whole
+    quarter hour — else None (raw events count them)."""
     if question.interval is not None or question.group_by or question.filters or question.source == "raw":
         return None
-    start, end = question.window.start, question.window.end
-    mid_lo, mid_hi = ceil_to(start, DAY), floor_to(end, DAY)
-    if mid_lo >= mid_hi:
-        return None
-    day_lo, day_hi = (mid_lo - _EPOCH).days, (mid_hi - _EPOCH).days
-    blocks, masks = [], []
-    for block in range(day_lo // BLOCK_DAYS, (day_hi - 1) // BLOCK_DAYS + 1):
-        first, last = max(day_lo, block * BLOCK_DAYS), min(day_hi, (block + 1) * BLOCK_DAYS)
-        mask = sum(1 << (day % BLOCK_DAYS) for day in range(first, last))
-        blocks.append(block)
-        masks.append(mask - (1 << 64) if mask >= 1 << 63 else mask)  # as a signed bigint
-    return {
-        "blocks": blocks,
-        "masks": masks,
-        **{f"block{n}": block for n, block in enumerate(blocks[:2])},
-        **{f"mask{n}": mask for n, mask in enumerate(masks[:2])},
-        "day_lo": day_lo,
-        "day_hi": day_hi,
-        "start": start,
-        "mid_lo": mid_lo,
-        "mid_hi": mid_hi,
-        "end": end,
-    }
+    return activity.span(question.window.start, question.window.end)
 
 
 def _source(chosen: Plan, wanted_distinct: bool) -> str:

@@ -1,0 +1,192 @@
+"""Page activity: which visitors saw which page on which UTC day and quarter hour, for exact
+daily (and longer) unique visitors by page in milliseconds (both editions alike).
+
+`page_activity` holds one row per (site, UTC day, page, visitor key) with the day's quarter
+hours as 96 bits (q0: quarters 0-63, q1: 64-95), as activity.py keeps them per key. A bucket
+of a day or more is a set of pieces — (UTC day, the bucket's quarters of it) — and its visitors
+of a page are the distinct keys of the page's rows that meet a piece: a UTC day is one piece
+(a count of rows), a Kathmandu day two (the keys of both, made distinct). Events without a
+visitor key keep their page's group (the raw count has it, at zero) as the nil key, which is
+never counted. What is not folded yet, and the parts of a quarter hour at the range's ends
+(raw events), are added where no row holds their key (src/api/stats/repository.py).
+
+Kept exact as activity.py is: the statement that stores events appends (site, page, key,
+quarter) of the rows it really inserted to `page_activity_late`; the fold ORs them in
+(FOLD_SQL, beside activity's, under its lock); a delete recounts its key's page and day from
+the events left (RECOUNT); retention deletes the days before the oldest event left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from src.api.rollups.activity import (
+    EPOCH,
+    FOLD_LOCK,
+    KINDS,
+    QUARTER,
+    QUARTER_SQL,
+    QUARTERS_PER_DAY,
+    quarter_bits,
+    quarter_index,
+    quarters_of_day,
+)
+
+PAGE_ACTIVITY = "page_activity"
+PAGE_ACTIVITY_LATE = "page_activity_late"
+NIL_KEY = "00000000-0000-0000-0000-000000000000"
+KEY_SQL = f"COALESCE(md5({KINDS['visitors'][1]})::uuid, '{NIL_KEY}'::uuid)"
+
+
+def append_cte(source: str) -> str:
+    """A CTE (after `WITH {source} AS (INSERT … RETURNING …)`, page and activity.KEY_COLUMNS
+    among them) that appends the inserted rows' pages and keys to page_activity_late."""
+    return (
+        f"page_change AS (INSERT INTO {PAGE_ACTIVITY_LATE} (site_id, page, key, quarter)"
+        f" SELECT site_id, page, {KEY_SQL}, {QUARTER_SQL.format(t='time')} FROM {source})"
+    )
+
+
+_Q0, _Q1 = quarter_bits("quarter")
+FOLD_SQL = text(
+    f"WITH moved AS (DELETE FROM {PAGE_ACTIVITY_LATE} RETURNING site_id, page, key, quarter)"
+    f" INSERT INTO {PAGE_ACTIVITY} AS a (site_id, day, page, key, q0, q1)"
+    f" SELECT site_id, quarter / {QUARTERS_PER_DAY}, page, key, bit_or({_Q0}), bit_or({_Q1})"
+    " FROM moved GROUP BY 1, 2, 3, 4"
+    " ON CONFLICT (site_id, day, page, key) DO UPDATE SET q0 = a.q0 | excluded.q0, q1 = a.q1 | excluded.q1"
+)
+
+_E0, _E1 = quarter_bits(QUARTER_SQL.format(t="time"))
+_LEFT_SQL = text(
+    f"SELECT bit_or({_E0}) AS q0, bit_or({_E1}) AS q1 FROM event WHERE site_id = :site_id"
+    f" AND time >= :day_start AND time < :day_end AND page = :page AND {KEY_SQL} = CAST(:key AS uuid)"
+)
+_ROW = "site_id = :site_id AND day = :day AND page = :page AND key = CAST(:key AS uuid)"
+_RESET_SQL = text(f"UPDATE {PAGE_ACTIVITY} SET q0 = :q0, q1 = :q1 WHERE {_ROW}")
+_GONE_SQL = text(f"DELETE FROM {PAGE_ACTIVITY} WHERE {_ROW}")
+# The key of a deleted row, as page_activity keeps it (bound: the row's visitor key text).
+DELETED_KEY_SQL = f"{KEY_SQL} AS page_key"
+
+
+async def recount(session: AsyncSession, site_id: str, page: str, key: str, day: int) -> None:
+    """A deleted event's page and key on its day (after the fold, in its transaction)."""
+    day_start = EPOCH + timedelta(days=day)
+    bounds = {
+        "site_id": site_id,
+        "page": page,
+        "key": key,
+        "day": day,
+        "day_start": day_start,
+        "day_end": day_start + timedelta(days=1),
+    }
+    q0, q1 = (await session.execute(_LEFT_SQL, bounds)).one()
+    if q0 is not None:
+        await session.execute(_RESET_SQL, {**bounds, "q0": q0, "q1": q1})
+    else:
+        await session.execute(_GONE_SQL, bounds)
+
+
+TRIM_SQL = (
+    text(f"DELETE FROM {PAGE_ACTIVITY} WHERE day < CAST(:day AS int)"),
+    text(f"DELETE FROM {PAGE_ACTIVITY_LATE} WHERE quarter < CAST(:day AS int) * {QUARTERS_PER_DAY}"),
+)
+
+
+async def trim(conn: AsyncConnection, day: int) -> None:
+    """Retention: forget the days before `day`, under the fold lock."""
+    await conn.execute(FOLD_LOCK)
+    for statement in TRIM_SQL:
+        await conn.execute(statement, {"day": day})
+
+REBUILD_SQL = (
+    text(f"TRUNCATE {PAGE_ACTIVITY}, {PAGE_ACTIVITY_LATE}"),
+    text(
+        f"INSERT INTO {PAGE_ACTIVITY} (site_id, day, page, key, q0, q1)"
+        f" SELECT site_id, quarter / {QUARTERS_PER_DAY}, page, key, bit_or({_Q0}), bit_or({_Q1}) FROM ("
+        f" SELECT site_id, page, {KEY_SQL} AS key, {QUARTER_SQL.format(t='time')} AS quarter FROM event) AS e"
+        " GROUP BY 1, 2, 3, 4"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Buckets of a range as page_activity reads them: pieces (UTC day, bucket start, the
+    bucket's quarters of the day as (q0, q1)); the whole quarters [quarter_lo, quarter_hi)
+    since 1970 they cover; and the raw parts (bucket start, lo, hi) of a quarter hour at the
+    buckets' ends. `distinct`: some bucket has more than one piece."""
+
+    days: tuple[int, ...]
+    buckets: tuple[datetime, ...]
+    q0: tuple[int, ...]
+    q1: tuple[int, ...]
+    quarter_lo: int
+    quarter_hi: int
+    raw: tuple[tuple[datetime, datetime, datetime], ...]
+    distinct: bool
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "p_days": list(self.days),
+            "p_buckets": list(self.buckets),
+            "p_q0": list(self.q0),
+            "p_q1": list(self.q1),
+            "quarter_lo": self.quarter_lo,
+            "quarter_hi": self.quarter_hi,
+            **{
+                f"raw{n}_{name}": value
+                for n, part in enumerate(self.raw)
+                for name, value in zip(("bucket", "start", "end"), part, strict=True)
+            },
+        }
+
+
+def pieces(starts: list[datetime], start: datetime, end: datetime) -> Pieces | None:
+    """The pieces of the buckets beginning at `starts` (in order) over [start, end); None when
+    no bucket holds a whole quarter hour."""
+    days: list[int] = []
+    buckets: list[datetime] = []
+    q0s: list[int] = []
+    q1s: list[int] = []
+    raw: list[tuple[datetime, datetime, datetime]] = []
+    distinct = False
+    for n, bucket in enumerate(starts):
+        lo = max(bucket, start)
+        hi = min(starts[n + 1], end) if n + 1 < len(starts) else end
+        quarter_lo, quarter_hi = quarter_index(lo, up=True), quarter_index(hi, up=False)
+        if quarter_lo >= quarter_hi:
+            raw.append((bucket, lo, hi))
+            continue
+        raw.extend(
+            (bucket, a, b)
+            for a, b in ((lo, EPOCH + quarter_lo * QUARTER), (EPOCH + quarter_hi * QUARTER, hi))
+            if a < b
+        )
+        distinct = distinct or quarter_lo // QUARTERS_PER_DAY != (quarter_hi - 1) // QUARTERS_PER_DAY
+        quarter = quarter_lo
+        while quarter < quarter_hi:
+            day = quarter // QUARTERS_PER_DAY
+            until = min(quarter_hi, (day + 1) * QUARTERS_PER_DAY)
+            q0, q1 = quarters_of_day(quarter - day * QUARTERS_PER_DAY, until - day * QUARTERS_PER_DAY)
+            days.append(day)
+            buckets.append(bucket)
+            q0s.append(q0)
+            q1s.append(q1)
+            quarter = until
+    if not days:
+        return None
+    return Pieces(
+        tuple(days),
+        tuple(buckets),
+        tuple(q0s),
+        tuple(q1s),
+        quarter_index(max(starts[0], start), up=True),
+        quarter_index(end, up=False),
+        tuple(raw),
+        distinct,
+    )
