@@ -29,7 +29,8 @@ _KEYS = ", ".join(
     )
 )
 _DELETE_SQL = text(
-    f"DELETE FROM event WHERE id = :id AND time >= :since RETURNING id, site_id, time, event_type, page, {_KEYS}"
+    "DELETE FROM event WHERE id = :id AND time >= :since"
+    f" RETURNING id, site_id, time, event_type, page, {_KEYS}"
 )
 
 
