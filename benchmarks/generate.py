@@ -170,6 +170,7 @@ def main() -> None:
         conn.execute("ANALYZE activity")
         conn.execute("ANALYZE activity_first")
         conn.execute("ANALYZE page_activity")
+        conn.execute("ANALYZE page_day")
         print(f"activity built in {time.perf_counter() - started:.0f} s")
         conn.execute("ANALYZE event")
 

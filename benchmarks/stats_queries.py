@@ -50,6 +50,7 @@ QUERIES: dict[str, tuple[str, dict[str, str | list[str]]]] = {
     ),
     "summary (all, incl. visitors)": ("/api/stats/summary", {}),
     "visitors + sessions": ("/api/stats/timeseries", {"interval": "1 month", "metrics": "visitors,sessions"}),
+    "daily visitors + sessions": ("/api/stats/timeseries", {"interval": "1 day", "metrics": "visitors,sessions"}),
     "daily visitors by page": (
         "/api/stats/timeseries",
         {"interval": "1 day", "group_by": "page", "metrics": "visitors"},

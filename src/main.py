@@ -105,7 +105,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.rollup_fold_interval > 0:  # the activity tables fold on both editions
         rollups = not timescale.has_continuous_aggregates
         jobs.append(
-            asyncio.create_task(run_fold_loop(engine, settings.rollup_fold_interval, rollups=rollups))
+            asyncio.create_task(
+                run_fold_loop(
+                    engine,
+                    settings.rollup_fold_interval,
+                    rollups=rollups,
+                    max_delay=settings.rollup_fold_max_delay,
+                )
+            )
         )
     if settings.session_job_interval > 0:
         jobs.append(asyncio.create_task(run_session_loop(engine, settings, settings.session_job_interval)))

@@ -399,6 +399,7 @@ class Settings:
     retention_check_interval: float
     rollup_job_interval: float
     rollup_fold_interval: float
+    rollup_fold_max_delay: float
     session_timeout: timedelta
     session_job_interval: float
     batch_max_events: int
@@ -693,6 +694,7 @@ def load_settings() -> Settings:
         retention_check_interval=_read("RETENTION_CHECK_INTERVAL", "3600", _number(float, 0)),
         rollup_job_interval=_read("ROLLUP_JOB_INTERVAL", "60", _number(float, 0)),
         rollup_fold_interval=_read("ROLLUP_FOLD_INTERVAL", "5", _number(float, 0)),
+        rollup_fold_max_delay=_read("ROLLUP_FOLD_MAX_DELAY", "30", _number(float, 0)),
         session_timeout=_read("SESSION_TIMEOUT", "30 minutes", _session_timeout),
         session_job_interval=_read("SESSION_JOB_INTERVAL", "60", _number(float, 0)),
         batch_max_events=_read("BATCH_MAX_EVENTS", "10000", _number(int, 1, 1_000_000)),

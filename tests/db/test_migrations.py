@@ -218,7 +218,9 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     assert before["public.event"][0] == EVENTS
     assert before["chunks"][0] > 5, "events in several chunks"
     if edition == "apache":
-        assert all(before[f"public.{spec.name}"][0] > 0 for spec in legacy_schema.ROLLUP_SPECS), "every rollup has rows"
+        assert all(before[f"public.{spec.name}"][0] > 0 for spec in legacy_schema.ROLLUP_SPECS), (
+            "every rollup has rows"
+        )
     caplog.set_level(logging.INFO)
     # Community: 0008 makes the tier aggregates again, so that page_view and $pageview count as
     # page views (a continuous aggregate's query cannot be altered); they hold no event, only
@@ -277,15 +279,22 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
         "public.activity_first",
         "public.activity_late",
         "public.page_activity",
+        "public.page_day",
         "public.page_activity_late",
         *sites,
         *exports,
         *sessions,
         "public.session_job",
     }
-    assert all(after[name][0] == 0 for name in (*late, "public.activity_late", "public.page_activity_late", *sites, *exports, *sessions))
+    assert all(
+        after[name][0] == 0
+        for name in (*late, "public.activity_late", "public.page_activity_late", *sites, *exports, *sessions)
+    )
     assert after["public.activity"][0] > 0 and after["public.activity_first"][0] > 0
-    filled = {name: after[name] for name in ("public.activity", "public.activity_first", "public.page_activity")}
+    filled = {
+        name: after[name]
+        for name in ("public.activity", "public.activity_first", "public.page_activity", "public.page_day")
+    }
     async with scratch.engine.begin() as conn:
         for statement in (*activity.REBUILD_SQL, *pages.REBUILD_SQL):
             await conn.execute(statement)

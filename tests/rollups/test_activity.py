@@ -9,6 +9,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import httpx
 import pytest
 from sqlalchemy import text
@@ -17,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from src.api.db.schema import TimescaleInfo
 from src.api.rollups import activity
 from src.api.rollups.activity import KINDS, span
-from src.api.rollups.job import fold
+from src.api.rollups.job import FoldPacer, fold
+from src.api.rollups.repository import changes_appended
 
 pytestmark = pytest.mark.anyio
 DAY = timedelta(days=1)
@@ -287,6 +289,8 @@ async def test_weekly_and_monthly_visitors_are_counted_per_bucket_from_the_activ
         (start + timedelta(hours=7), start + 38 * DAY + timedelta(hours=5), "UTC", "1 week"),
         (start - timedelta(hours=5, minutes=45), start + 39 * DAY, "Asia/Kathmandu", "1 month"),
         (start + timedelta(hours=3), start + 37 * DAY, "America/New_York", "2 weeks"),
+        (start + timedelta(hours=2, minutes=5), start + 12 * DAY, "UTC", "1 day"),
+        (start - timedelta(hours=5, minutes=45), start + 12 * DAY, "Asia/Kathmandu", "1 day"),
     ]
 
     async def check() -> None:
@@ -310,3 +314,32 @@ async def test_weekly_and_monthly_visitors_are_counted_per_bucket_from_the_activ
     await fold(engine, rollups=not timescale.has_continuous_aggregates)
     counted, raw = await _series(client, site, *ranges[0])
     assert counted != raw
+
+
+def test_the_fold_waits_for_a_burst_to_end_but_not_longer_than_its_delay() -> None:
+    pacer = FoldPacer(every=5, max_delay=30)  # a burst: over 10,000 changes in 5 s
+    assert pacer.due(100, now=0)  # the first look folds
+    assert pacer.due(5_000, now=5)  # a trickle: fold
+    assert not pacer.due(40_000, now=10)  # a burst: wait
+    assert not pacer.due(90_000, now=15)
+    assert pacer.due(91_000, now=20)  # it ended: fold
+    assert not pacer.due(200_000, now=25)
+    assert not pacer.due(300_000, now=45)
+    assert pacer.due(400_000, now=50)  # 30 s since the last fold: fold though the burst goes on
+    assert FoldPacer(every=5, max_delay=0).due(None, now=0)
+
+
+async def test_ingest_shows_in_the_count_of_appended_changes(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    async with engine.connect() as conn:
+        before = await changes_appended(conn)
+    site = f"burst-{uuid.uuid4().hex[:8]}"
+    batch = events(site, datetime.now(UTC) - DAY, 1, 300, seed=31)
+    assert (await client.post("/api/events/batch", json={"events": batch})).status_code == 200
+    for _ in range(60):  # backends report their counts about once a second (10 s when idle)
+        async with engine.connect() as conn:
+            if await changes_appended(conn) > before:
+                return
+        await anyio.sleep(0.5)
+    raise AssertionError("the ingest's changes never showed in pg_stat_user_tables")

@@ -24,7 +24,7 @@ from sqlmodel import Field, SQLModel
 
 from src.api.rollups.activity import ACTIVITY, ACTIVITY_FIRST, ACTIVITY_LATE
 from src.api.rollups.catalogue import CATALOGUE, Rollup
-from src.api.rollups.pages import PAGE_ACTIVITY, PAGE_ACTIVITY_LATE
+from src.api.rollups.pages import PAGE_ACTIVITY, PAGE_ACTIVITY_LATE, PAGE_DAY
 
 # Column types of the dimensions, as in `event`.
 DIMENSION_TYPES: dict[str, TypeEngine[str]] = {
@@ -138,6 +138,16 @@ PAGE_ACTIVITY_TABLE = Table(
     Column("q1", BigInteger, nullable=False),
     # Questions read a site's days, page by page: the key holds what they read but the quarters.
     PrimaryKeyConstraint("site_id", "day", "page", "key", postgresql_include=["q0", "q1"]),
+)
+PAGE_DAY_TABLE = Table(
+    PAGE_DAY,
+    SQLModel.metadata,
+    Column("site_id", String(128), nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("page", String(2048), nullable=False),
+    Column("keys", BigInteger, nullable=False),
+    Column("visitors", BigInteger, nullable=False),
+    PrimaryKeyConstraint("site_id", "day", "page"),
 )
 PAGE_ACTIVITY_LATE_TABLE = Table(
     PAGE_ACTIVITY_LATE,

@@ -1,19 +1,25 @@
 """Page activity: which visitors saw which page on which UTC day and quarter hour, for exact
-daily (and longer) unique visitors by page in milliseconds (both editions alike).
+daily unique visitors by page in milliseconds (both editions alike).
 
-`page_activity` holds one row per (site, UTC day, page, visitor key) with the day's quarter
-hours as 96 bits (q0: quarters 0-63, q1: 64-95), as activity.py keeps them per key. A bucket
-of a day or more is a set of pieces — (UTC day, the bucket's quarters of it) — and its visitors
-of a page are the distinct keys of the page's rows that meet a piece: a UTC day is one piece
-(a count of rows), a Kathmandu day two (the keys of both, made distinct). Events without a
-visitor key keep their page's group (the raw count has it, at zero) as the nil key, which is
-never counted. What is not folded yet, and the parts of a quarter hour at the range's ends
-(raw events), are added where no row holds their key (src/api/stats/repository.py).
+- `page_activity`: one row per (site, UTC day, page, visitor key) with the day's quarter hours
+  as 96 bits (q0: quarters 0-63, q1: 64-95), as activity.py keeps them per key;
+- `page_day`: per (site, UTC day, page), how many such rows (`keys`) and how many of them are
+  visitors (`visitors`: events without a visitor key are the nil key, which keeps its page's
+  group, at zero, as the raw count does, and is never counted).
+
+A bucket of whole UTC days is a set of pieces — (UTC day, the bucket's quarters of it) — and a
+page's visitors in it are `page_day`'s where the piece is the whole day, else the page's rows
+that meet the piece (the range's first and last days). What is not folded yet, and the parts
+of a quarter hour at the range's ends (raw events), are added where no row holds their key
+(src/api/stats/repository.py). A bucket made of more than one UTC day or of parts of two (a
+week; a Kathmandu day) would need its keys made distinct, which costs more than raw events do:
+raw events answer it.
 
 Kept exact as activity.py is: the statement that stores events appends (site, page, key,
-quarter) of the rows it really inserted to `page_activity_late`; the fold ORs them in
-(FOLD_SQL, beside activity's, under its lock); a delete recounts its key's page and day from
-the events left (RECOUNT); retention deletes the days before the oldest event left.
+quarter) of the rows it really inserted to `page_activity_late`; the fold ORs them in and
+counts the new rows into `page_day` (FOLD_SQL, beside activity's, under its lock); a delete
+recounts its key's page and day from the events left (RECOUNT); retention deletes the days
+before the oldest event left.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from src.api.rollups.activity import (
 
 PAGE_ACTIVITY = "page_activity"
 PAGE_ACTIVITY_LATE = "page_activity_late"
+PAGE_DAY = "page_day"
 NIL_KEY = "00000000-0000-0000-0000-000000000000"
 KEY_SQL = f"COALESCE(md5({KINDS['visitors'][1]})::uuid, '{NIL_KEY}'::uuid)"
 
@@ -53,12 +60,22 @@ def append_cte(source: str) -> str:
 
 
 _Q0, _Q1 = quarter_bits("quarter")
+_NOT_NIL = f"key <> '{NIL_KEY}'"
+# The fold: the changes' (site, day, page, key) rows upserted, quarters ORed; the rows that were
+# not there yet counted into page_day (same snapshot, under the fold lock).
 FOLD_SQL = text(
-    f"WITH moved AS (DELETE FROM {PAGE_ACTIVITY_LATE} RETURNING site_id, page, key, quarter)"
-    f" INSERT INTO {PAGE_ACTIVITY} AS a (site_id, day, page, key, q0, q1)"
-    f" SELECT site_id, quarter / {QUARTERS_PER_DAY}, page, key, bit_or({_Q0}), bit_or({_Q1})"
-    " FROM moved GROUP BY 1, 2, 3, 4"
-    " ON CONFLICT (site_id, day, page, key) DO UPDATE SET q0 = a.q0 | excluded.q0, q1 = a.q1 | excluded.q1"
+    f"WITH moved AS (DELETE FROM {PAGE_ACTIVITY_LATE} RETURNING site_id, page, key, quarter),"
+    f" grouped AS (SELECT site_id, quarter / {QUARTERS_PER_DAY} AS day, page, key,"
+    f" bit_or({_Q0}) AS q0, bit_or({_Q1}) AS q1 FROM moved GROUP BY 1, 2, 3, 4),"
+    f" written AS (INSERT INTO {PAGE_ACTIVITY} AS a (site_id, day, page, key, q0, q1)"
+    " SELECT site_id, day, page, key, q0, q1 FROM grouped"
+    " ON CONFLICT (site_id, day, page, key) DO UPDATE SET q0 = a.q0 | excluded.q0, q1 = a.q1 | excluded.q1)"
+    f" INSERT INTO {PAGE_DAY} AS c (site_id, day, page, keys, visitors)"
+    f" SELECT site_id, day, page, count(*), count(*) FILTER (WHERE {_NOT_NIL}) FROM grouped g"
+    f" WHERE NOT EXISTS (SELECT 1 FROM {PAGE_ACTIVITY} a WHERE a.site_id = g.site_id AND a.day = g.day"
+    " AND a.page = g.page AND a.key = g.key) GROUP BY 1, 2, 3"
+    " ON CONFLICT (site_id, day, page) DO UPDATE SET keys = c.keys + excluded.keys,"
+    " visitors = c.visitors + excluded.visitors"
 )
 
 _E0, _E1 = quarter_bits(QUARTER_SQL.format(t="time"))
@@ -68,7 +85,11 @@ _LEFT_SQL = text(
 )
 _ROW = "site_id = :site_id AND day = :day AND page = :page AND key = CAST(:key AS uuid)"
 _RESET_SQL = text(f"UPDATE {PAGE_ACTIVITY} SET q0 = :q0, q1 = :q1 WHERE {_ROW}")
-_GONE_SQL = text(f"DELETE FROM {PAGE_ACTIVITY} WHERE {_ROW}")
+_GONE_SQL = text(
+    f"WITH gone AS (DELETE FROM {PAGE_ACTIVITY} WHERE {_ROW} RETURNING site_id, day, page, key)"
+    f" UPDATE {PAGE_DAY} c SET keys = c.keys - 1, visitors = c.visitors - (g.{_NOT_NIL})::int FROM gone g"
+    " WHERE c.site_id = g.site_id AND c.day = g.day AND c.page = g.page"
+)
 # The key of a deleted row, as page_activity keeps it (bound: the row's visitor key text).
 DELETED_KEY_SQL = f"{KEY_SQL} AS page_key"
 
@@ -93,6 +114,7 @@ async def recount(session: AsyncSession, site_id: str, page: str, key: str, day:
 
 TRIM_SQL = (
     text(f"DELETE FROM {PAGE_ACTIVITY} WHERE day < CAST(:day AS int)"),
+    text(f"DELETE FROM {PAGE_DAY} WHERE day < CAST(:day AS int)"),
     text(f"DELETE FROM {PAGE_ACTIVITY_LATE} WHERE quarter < CAST(:day AS int) * {QUARTERS_PER_DAY}"),
 )
 
@@ -104,22 +126,27 @@ async def trim(conn: AsyncConnection, day: int) -> None:
         await conn.execute(statement, {"day": day})
 
 REBUILD_SQL = (
-    text(f"TRUNCATE {PAGE_ACTIVITY}, {PAGE_ACTIVITY_LATE}"),
+    text(f"TRUNCATE {PAGE_ACTIVITY}, {PAGE_ACTIVITY_LATE}, {PAGE_DAY}"),
     text(
         f"INSERT INTO {PAGE_ACTIVITY} (site_id, day, page, key, q0, q1)"
         f" SELECT site_id, quarter / {QUARTERS_PER_DAY}, page, key, bit_or({_Q0}), bit_or({_Q1}) FROM ("
         f" SELECT site_id, page, {KEY_SQL} AS key, {QUARTER_SQL.format(t='time')} AS quarter FROM event) AS e"
         " GROUP BY 1, 2, 3, 4"
     ),
+    text(
+        f"INSERT INTO {PAGE_DAY} (site_id, day, page, keys, visitors) SELECT site_id, day, page, count(*),"
+        f" count(*) FILTER (WHERE {_NOT_NIL}) FROM {PAGE_ACTIVITY} GROUP BY 1, 2, 3"
+    ),
 )
 
 
 @dataclass(frozen=True)
 class Pieces:
-    """Buckets of a range as page_activity reads them: pieces (UTC day, bucket start, the
+    """Buckets of a range as page activity reads them: pieces (UTC day, bucket start, the
     bucket's quarters of the day as (q0, q1)); the whole quarters [quarter_lo, quarter_hi)
     since 1970 they cover; and the raw parts (bucket start, lo, hi) of a quarter hour at the
-    buckets' ends. `distinct`: some bucket has more than one piece."""
+    buckets' ends. `distinct`: some bucket holds parts of two UTC days (its keys would have to
+    be made distinct)."""
 
     days: tuple[int, ...]
     buckets: tuple[datetime, ...]

@@ -77,6 +77,17 @@ async def move_watermark(conn: AsyncConnection, tier: str, until: datetime) -> N
     )
 
 
+async def changes_appended(conn: AsyncConnection) -> int:
+    """How many activity changes ingest statements have appended so far (every stored event
+    appends its keys, on both editions): PostgreSQL's own insert count of `activity_late`, which
+    backends report about once a second."""
+    found = await conn.execute(
+        text("SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = to_regclass(:t)"),
+        {"t": activity.ACTIVITY_LATE},
+    )
+    return int(found.scalar() or 0)
+
+
 # ---- what the planner reads ---------------------------------------------------------------
 
 

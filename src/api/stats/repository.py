@@ -26,7 +26,7 @@ from src.api.rollups.activity import (
 )
 from src.api.rollups.catalogue import CATALOGUE, IS_PAGEVIEW
 from src.api.rollups.pages import KEY_SQL as PAGE_KEY_SQL
-from src.api.rollups.pages import NIL_KEY, PAGE_ACTIVITY, PAGE_ACTIVITY_LATE, Pieces
+from src.api.rollups.pages import NIL_KEY, PAGE_ACTIVITY, PAGE_ACTIVITY_LATE, PAGE_DAY, Pieces
 from src.api.stats.planner import RAW, Plan, Run
 from src.api.stats.question import DIMENSION_SQL
 
@@ -285,9 +285,9 @@ def activity_statement(metric: str, span: Span, *, site: bool) -> TextClause:
 
 def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]) -> TextClause:
     """Exact distinct visitors per (bucket, page) of one site from page activity
-    (src/api/rollups/pages.py): the keys of the pages' rows that meet each bucket's pieces (a
-    count of rows where every bucket is one piece), and the keys of unfolded changes and of
-    the raw parts of a quarter hour that no row of the bucket holds. Params: pieces.params(),
+    (src/api/rollups/pages.py), each bucket one UTC day or part of one: page_day's counts of
+    the whole days, the pages' rows that meet the others' quarters, and the keys of unfolded
+    changes and of the raw parts of a quarter hour that no row of the bucket holds. Params: pieces.params(),
     site_id, and the filters' (a page filter only). Rows (bucket, page, visitors) in answer order,
     as distinct_statement's."""
     page_filter = " AND a.page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
@@ -299,12 +299,16 @@ def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]
         " CAST(:p_q0 AS bigint[]), CAST(:p_q1 AS bigint[])) AS p(day, bucket, q0, q1)"
     )
     meets = "(a.q0 & p.q0 <> 0 OR a.q1 & p.q1 <> 0)"
+    whole = f"p.q0 = -1 AND p.q1 = {(1 << 32) - 1}"
+    counted = f"count(*) FILTER (WHERE key <> '{NIL_KEY}')"
     found = (
-        f"SELECT p.bucket, a.page, a.key FROM ({pieces_sql}) AS p JOIN {PAGE_ACTIVITY} a"
-        f" ON a.site_id = :site_id AND a.day = p.day AND {meets}{page_filter}"
+        f"SELECT p.bucket, c.page, c.visitors AS n FROM ({pieces_sql}) AS p JOIN {PAGE_DAY} c"
+        f" ON c.site_id = :site_id AND c.day = p.day{page_filter.replace('a.', 'c.')}"
+        f" WHERE {whole} AND c.keys > 0"
+        f" UNION ALL SELECT p.bucket, a.page, {counted.replace('key', 'a.key')} FROM ({pieces_sql}) AS p"
+        f" JOIN {PAGE_ACTIVITY} a ON a.site_id = :site_id AND a.day = p.day AND {meets}{page_filter}"
+        f" WHERE NOT ({whole}) GROUP BY 1, 2"
     )
-    if pieces.distinct:
-        found = f"SELECT DISTINCT * FROM ({found}) AS f"
     others = [
         f"SELECT p.bucket, l.page, l.key FROM {PAGE_ACTIVITY_LATE} l JOIN ({pieces_sql}) AS p"
         f" ON p.day = l.quarter / {QUARTERS_PER_DAY} AND (({l0}) & p.q0 <> 0 OR ({l1}) & p.q1 <> 0)"
@@ -321,10 +325,9 @@ def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]
         f" ON a.site_id = :site_id AND a.day = p.day AND a.page = o.page AND a.key = o.key AND {meets}"
         " WHERE p.bucket = o.bucket)"
     )
-    counted = f"count(*) FILTER (WHERE key <> '{NIL_KEY}')"
     return text(
         f"SELECT b, page, sum(n)::bigint AS visitors FROM ("
-        f"SELECT bucket AS b, page, {counted} AS n FROM ({found}) AS f GROUP BY 1, 2"
+        f"SELECT bucket AS b, page, n FROM ({found}) AS f"
         f" UNION ALL SELECT bucket, page, {counted} FROM ({unheld}) AS u GROUP BY 1, 2"
         f") AS c GROUP BY 1, 2{_order(['page'])}"
     )
