@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from src.api.rollups.catalogue import CATALOGUE
+from src.api.rollups.maintenance import FOLD_LOCK_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE = "analytics_bench"
@@ -123,6 +124,9 @@ def truncate(database_url: str) -> None:
 
     engine = create_engine(database_url)
     with engine.begin() as conn:
+        # After any fold running now, and before the next: a fold locks the activity tables
+        # first, TRUNCATE the rollups first, and the two would deadlock.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK_KEY})
         conn.execute(text("TRUNCATE event"))
         # The activity tables too: each run starts as the first did (a run's keys are the last's).
         activity = ("activity", "activity_first", "activity_late", "page_activity", "page_day", "page_activity_late")
