@@ -80,10 +80,11 @@ def timescale(app: FastAPI) -> TimescaleInfo:
 
 @pytest.fixture
 async def clean(engine: AsyncEngine) -> None:
-    """Empty events and rollups (continuous aggregates follow on their next refresh)."""
+    """Empty events, rollups (continuous aggregates follow on their next refresh) and activity."""
+    activity = ("activity", "activity_first", "activity_late", "page_activity", "page_day", "page_activity_late")
     async with engine.begin() as conn:
         await conn.execute(text("TRUNCATE event"))
-        for name in (*CATALOGUE.names, CATALOGUE.late.name):
+        for name in (*CATALOGUE.names, CATALOGUE.late.name, *activity):
             if (
                 await conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name})
             ).first():

@@ -146,8 +146,9 @@ async def assert_kept(engine: AsyncEngine, site: str) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_activity_counts_what_raw_events_count(
-    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, seed: int
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo, seed: int, clean: None
 ) -> None:
+    # `clean`: the every-site totals below count this test's events alone.
     site = f"act-{uuid.uuid4().hex[:8]}"
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - 20 * DAY
     first = events(site, start, 10, 800, seed=seed)

@@ -67,7 +67,7 @@ async def trim_activity(conn: AsyncConnection) -> None:
     if day is None:
         return
     await activity.trim(conn, day)
-    await pages.trim(conn, day)
+    await activity.trim(conn, day, pages.TRIM_SQL)
 
 
 async def run_retention_loop(engine: AsyncEngine, every: float) -> None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from src.api.rollups.maintenance import FOLD_LOCK_KEY
@@ -179,20 +179,24 @@ _UNLINK_SQL = text(
 async def recount(session: AsyncSession, site_id: str, kind_name: str, key: str, day: int) -> None:
     """A deleted event's key on its day (after fold_late, in the same transaction): its quarters
     from the events left, or the day unlinked when none is."""
-    day_start = EPOCH + timedelta(days=day)
-    bounds: dict[str, Any] = {
-        "site_id": site_id,
-        "day": day,
-        "day_start": day_start,
-        "day_end": day_start + timedelta(days=1),
-        "key": key,
-        "kind": KINDS[kind_name][0],
-    }
-    q0, q1 = (await session.execute(_LEFT_SQL[kind_name], bounds)).one()
+    row = {"site_id": site_id, "day": day, "key": key, "kind": KINDS[kind_name][0]}
+    await recompute(session, (_LEFT_SQL[kind_name], _RESET_SQL, _UNLINK_SQL), row)
+
+
+async def recompute(
+    session: AsyncSession, statements: tuple[TextClause, TextClause, TextClause], row: dict[str, Any]
+) -> None:
+    """One row of a deleted event's day (`row` binds it, `day` among it), here or in page
+    activity: `statements` read its quarters from the events left that day (q0, q1: NULL for
+    none), set them, or take the row away."""
+    left, reset, gone = statements
+    day_start = EPOCH + timedelta(days=row["day"])
+    bounds = {**row, "day_start": day_start, "day_end": day_start + timedelta(days=1)}
+    q0, q1 = (await session.execute(left, bounds)).one()
     if q0 is not None:
-        await session.execute(_RESET_SQL, {**bounds, "q0": q0, "q1": q1})
+        await session.execute(reset, {**bounds, "q0": q0, "q1": q1})
     else:
-        await session.execute(_UNLINK_SQL, bounds)
+        await session.execute(gone, bounds)
 
 
 # Retention (under the fold lock): the days before the cutoff day go.
@@ -227,10 +231,11 @@ REBUILD_SQL = (
 )
 
 
-async def trim(conn: AsyncConnection, day: int) -> None:
-    """Retention: forget the days before `day`, under the fold lock."""
+async def trim(conn: AsyncConnection, day: int, statements: tuple[TextClause, ...] = TRIM_SQL) -> None:
+    """Retention: forget the days before `day` (with `statements` binding it: these tables', or
+    page activity's), under the fold lock."""
     await conn.execute(FOLD_LOCK)
-    for statement in TRIM_SQL:
+    for statement in statements:
         await conn.execute(statement, {"day": day})
 
 

@@ -25,15 +25,14 @@ before the oldest event left.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.api.rollups.activity import (
     EPOCH,
-    FOLD_LOCK,
     KINDS,
     QUARTER,
     QUARTER_SQL,
@@ -41,6 +40,7 @@ from src.api.rollups.activity import (
     quarter_bits,
     quarter_index,
     quarters_of_day,
+    recompute,
 )
 
 PAGE_ACTIVITY = "page_activity"
@@ -96,20 +96,8 @@ DELETED_KEY_SQL = f"{KEY_SQL} AS page_key"
 
 async def recount(session: AsyncSession, site_id: str, page: str, key: str, day: int) -> None:
     """A deleted event's page and key on its day (after the fold, in its transaction)."""
-    day_start = EPOCH + timedelta(days=day)
-    bounds = {
-        "site_id": site_id,
-        "page": page,
-        "key": key,
-        "day": day,
-        "day_start": day_start,
-        "day_end": day_start + timedelta(days=1),
-    }
-    q0, q1 = (await session.execute(_LEFT_SQL, bounds)).one()
-    if q0 is not None:
-        await session.execute(_RESET_SQL, {**bounds, "q0": q0, "q1": q1})
-    else:
-        await session.execute(_GONE_SQL, bounds)
+    row = {"site_id": site_id, "page": page, "key": key, "day": day}
+    await recompute(session, (_LEFT_SQL, _RESET_SQL, _GONE_SQL), row)
 
 
 TRIM_SQL = (
@@ -118,12 +106,6 @@ TRIM_SQL = (
     text(f"DELETE FROM {PAGE_ACTIVITY_LATE} WHERE quarter < CAST(:day AS int) * {QUARTERS_PER_DAY}"),
 )
 
-
-async def trim(conn: AsyncConnection, day: int) -> None:
-    """Retention: forget the days before `day`, under the fold lock."""
-    await conn.execute(FOLD_LOCK)
-    for statement in TRIM_SQL:
-        await conn.execute(statement, {"day": day})
 
 REBUILD_SQL = (
     text(f"TRUNCATE {PAGE_ACTIVITY}, {PAGE_ACTIVITY_LATE}, {PAGE_DAY}"),

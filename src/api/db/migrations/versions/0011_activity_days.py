@@ -1,5 +1,4 @@
-"""Activity by day and quarter hour, with each key's days linked and a count of first days; and
-page activity.
+"""Activity by day and quarter hour, with linked days and first-day counts; page activity.
 
 Revision 0011, after 0010. The masks of 0003 (a bit per day per key and 64-day block) counted a
 30-day total by reading every key of the range's blocks, and probed each key of the ragged ends
