@@ -47,13 +47,13 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from src.api.rollups.catalogue import DAY, QUARTER, ceil_quarter, floor_quarter
 from src.api.rollups.maintenance import FOLD_LOCK_KEY
 
 ACTIVITY = "activity"
 ACTIVITY_FIRST = "activity_first"
 ACTIVITY_LATE = "activity_late"
-QUARTER = timedelta(minutes=15)
-QUARTERS_PER_DAY = 96
+QUARTERS_PER_DAY = DAY // QUARTER
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # What each kind counts, as SQL over an event row (NULL: not counted): the one definition of a
@@ -284,26 +284,22 @@ def quarters_of_day(lo: int, hi: int) -> tuple[int, int]:
     return (q0 - (1 << 64) if q0 >= 1 << 63 else q0), q1
 
 
-def quarter_index(moment: datetime, *, up: bool) -> int:
-    seconds = (moment - EPOCH) / timedelta(seconds=1)
-    whole = int(seconds // QUARTER.total_seconds())
-    return whole + 1 if up and whole * QUARTER.total_seconds() < seconds else whole
+def whole_quarters(start: datetime, end: datetime) -> tuple[int, int, tuple[tuple[datetime, datetime], ...]]:
+    """The whole quarter hours of [start, end) as [lo, hi) since 1970 (lo >= hi: none), and the
+    parts of a quarter before and after them."""
+    lo_at, hi_at = ceil_quarter(start), floor_quarter(end)
+    if lo_at >= hi_at:
+        return 0, 0, ((start, end),)
+    raw = tuple((a, b) for a, b in ((start, lo_at), (hi_at, end)) if a < b)
+    return int(lo_at.timestamp()) // QUARTER, int(hi_at.timestamp()) // QUARTER, raw
 
 
 def span(start: datetime, end: datetime) -> Span | None:
     """The activity tables' reading of [start, end); None when it holds no whole quarter hour
     (raw events count such a range faster)."""
-    quarter_lo, quarter_hi = quarter_index(start, up=True), quarter_index(end, up=False)
+    quarter_lo, quarter_hi, raw = whole_quarters(start, end)
     if quarter_lo >= quarter_hi:
         return None
-    raw = tuple(
-        (lo, hi)
-        for lo, hi in (
-            (start, EPOCH + quarter_lo * QUARTER),
-            (EPOCH + quarter_hi * QUARTER, end),
-        )
-        if lo < hi
-    )
     per_day = QUARTERS_PER_DAY
     lo, hi = -(-quarter_lo // per_day), quarter_hi // per_day
     if lo > hi:  # inside one day

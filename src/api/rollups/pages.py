@@ -32,15 +32,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.api.rollups.activity import (
-    EPOCH,
     KINDS,
-    QUARTER,
     QUARTER_SQL,
     QUARTERS_PER_DAY,
     quarter_bits,
-    quarter_index,
     quarters_of_day,
     recompute,
+    whole_quarters,
 )
 
 PAGE_ACTIVITY = "page_activity"
@@ -167,15 +165,10 @@ def pieces(starts: list[datetime], start: datetime, end: datetime) -> Pieces | N
     for n, bucket in enumerate(starts):
         lo = max(bucket, start)
         hi = min(starts[n + 1], end) if n + 1 < len(starts) else end
-        quarter_lo, quarter_hi = quarter_index(lo, up=True), quarter_index(hi, up=False)
+        quarter_lo, quarter_hi, parts = whole_quarters(lo, hi)
+        raw.extend((bucket, a, b) for a, b in parts)
         if quarter_lo >= quarter_hi:
-            raw.append((bucket, lo, hi))
             continue
-        raw.extend(
-            (bucket, a, b)
-            for a, b in ((lo, EPOCH + quarter_lo * QUARTER), (EPOCH + quarter_hi * QUARTER, hi))
-            if a < b
-        )
         distinct = distinct or quarter_lo // QUARTERS_PER_DAY != (quarter_hi - 1) // QUARTERS_PER_DAY
         quarter = quarter_lo
         while quarter < quarter_hi:
@@ -189,13 +182,14 @@ def pieces(starts: list[datetime], start: datetime, end: datetime) -> Pieces | N
             quarter = until
     if not days:
         return None
+    quarter_lo, quarter_hi, _ = whole_quarters(max(starts[0], start), end)
     return Pieces(
         tuple(days),
         tuple(buckets),
         tuple(q0s),
         tuple(q1s),
-        quarter_index(max(starts[0], start), up=True),
-        quarter_index(end, up=False),
+        quarter_lo,
+        quarter_hi,
         tuple(raw),
         distinct,
     )

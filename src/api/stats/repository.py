@@ -287,12 +287,15 @@ def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]
     """Exact distinct visitors per (bucket, page) of one site from page activity
     (src/api/rollups/pages.py), each bucket one UTC day or part of one: page_day's counts of
     the whole days, the pages' rows that meet the others' quarters, and the keys of unfolded
-    changes and of the raw parts of a quarter hour that no row of the bucket holds. Params: pieces.params(),
-    site_id, and the filters' (a page filter only). Rows (bucket, page, visitors) in answer order,
-    as distinct_statement's."""
-    page_filter = " AND a.page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
-    raw_filter = " AND page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
-    late_filter = " AND l.page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
+    changes and of the raw parts of a quarter hour that no row of the bucket holds. Params:
+    pieces.params(), site_id, and the filters' (a page filter only). Rows (bucket, page,
+    visitors) in answer order, as distinct_statement's."""
+    def page_in(alias: str) -> str:
+        return f" AND {alias}page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
+
+    def counted(alias: str) -> str:
+        return f"count(*) FILTER (WHERE {alias}key <> '{NIL_KEY}')"
+
     l0, l1 = quarter_bits("l.quarter")
     pieces_sql = (
         "SELECT * FROM unnest(CAST(:p_days AS int[]), CAST(:p_buckets AS timestamptz[]),"
@@ -300,22 +303,22 @@ def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]
     )
     meets = "(a.q0 & p.q0 <> 0 OR a.q1 & p.q1 <> 0)"
     whole = f"p.q0 = -1 AND p.q1 = {(1 << 32) - 1}"
-    counted = f"count(*) FILTER (WHERE key <> '{NIL_KEY}')"
     found = (
         f"SELECT p.bucket, c.page, c.visitors AS n FROM ({pieces_sql}) AS p JOIN {PAGE_DAY} c"
-        f" ON c.site_id = :site_id AND c.day = p.day{page_filter.replace('a.', 'c.')}"
+        f" ON c.site_id = :site_id AND c.day = p.day{page_in('c.')}"
         f" WHERE {whole} AND c.keys > 0"
-        f" UNION ALL SELECT p.bucket, a.page, {counted.replace('key', 'a.key')} FROM ({pieces_sql}) AS p"
-        f" JOIN {PAGE_ACTIVITY} a ON a.site_id = :site_id AND a.day = p.day AND {meets}{page_filter}"
+        f" UNION ALL SELECT p.bucket, a.page, {counted('a.')} FROM ({pieces_sql}) AS p"
+        f" JOIN {PAGE_ACTIVITY} a ON a.site_id = :site_id AND a.day = p.day AND {meets}{page_in('a.')}"
         f" WHERE NOT ({whole}) GROUP BY 1, 2"
     )
     others = [
         f"SELECT p.bucket, l.page, l.key FROM {PAGE_ACTIVITY_LATE} l JOIN ({pieces_sql}) AS p"
         f" ON p.day = l.quarter / {QUARTERS_PER_DAY} AND (({l0}) & p.q0 <> 0 OR ({l1}) & p.q1 <> 0)"
-        f" WHERE l.site_id = :site_id AND l.quarter >= :quarter_lo AND l.quarter < :quarter_hi{late_filter}",
+        " WHERE l.site_id = :site_id AND l.quarter >= :quarter_lo"
+        f" AND l.quarter < :quarter_hi{page_in('l.')}",
         *(
             f"SELECT CAST(:raw{n}_bucket AS timestamptz), page, {PAGE_KEY_SQL} FROM event"
-            f" WHERE site_id = :site_id AND time >= :raw{n}_start AND time < :raw{n}_end{raw_filter}"
+            f" WHERE site_id = :site_id AND time >= :raw{n}_start AND time < :raw{n}_end{page_in('')}"
             for n in range(len(pieces.raw))
         ),
     ]
@@ -328,7 +331,7 @@ def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]
     return text(
         f"SELECT b, page, sum(n)::bigint AS visitors FROM ("
         f"SELECT bucket AS b, page, n FROM ({found}) AS f"
-        f" UNION ALL SELECT bucket, page, {counted} FROM ({unheld}) AS u GROUP BY 1, 2"
+        f" UNION ALL SELECT bucket, page, {counted('')} FROM ({unheld}) AS u GROUP BY 1, 2"
         f") AS c GROUP BY 1, 2{_order(['page'])}"
     )
 
