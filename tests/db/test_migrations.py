@@ -247,7 +247,9 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
         assert set(watermarks_after) - set(watermarks_before) == {"6h", "6h15", "6h30"}
     # What later revisions add is new: 0002 the late changes' table (Apache), empty; 0003 the
     # activity masks, filled from the events already there, and their changes, empty (0011 makes
-    # them the activity tables, filled the same way: as a rebuild from the events); 0006 the
+    # them the activity tables, filled the same way: as a rebuild from the events; 0012 adds
+    # the per-day counts of first and last quarters and each row's `prev_last`, filled from
+    # them, the same as a rebuild too); 0006 the
     # sites and keys tables, empty; 0007 the export pipeline's tables, empty (nothing is
     # exported until the first run); 0008 the sessions' tables, empty until the job first
     # runs (session_job: its one row).
@@ -277,6 +279,7 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
         *six_hours,
         "public.activity",
         "public.activity_first",
+        "public.activity_day",
         "public.activity_late",
         "public.page_activity",
         "public.page_day",
@@ -293,7 +296,13 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     assert after["public.activity"][0] > 0 and after["public.activity_first"][0] > 0
     filled = {
         name: after[name]
-        for name in ("public.activity", "public.activity_first", "public.page_activity", "public.page_day")
+        for name in (
+            "public.activity",
+            "public.activity_first",
+            "public.activity_day",
+            "public.page_activity",
+            "public.page_day",
+        )
     }
     async with scratch.engine.begin() as conn:
         for statement in (*activity.REBUILD_SQL, *pages.REBUILD_SQL):

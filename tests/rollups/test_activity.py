@@ -122,12 +122,32 @@ async def assert_kept(engine: AsyncEngine, site: str) -> None:
             kept = (
                 await conn.execute(
                     text(
-                        "SELECT key, day, q0, q1, prev, next FROM activity WHERE kind = :k AND site_id = :s"
+                        "SELECT key, day, q0, q1, prev, next, prev_last FROM activity"
+                        " WHERE kind = :k AND site_id = :s"
                     ),
                     {"k": kind, "s": site},
                 )
             ).all()
-            assert sorted(map(tuple, kept)) == sorted(map(tuple, rebuilt)), kind
+            # Each row with its key's last quarter the day before.
+            bits = {(key, day): (q0, q1) for key, day, q0, q1, _, _ in rebuilt}
+            expected = [
+                (*row, activity.edges_of(*bits.get((row[0], row[1] - 1), (0, 0)))[1]) for row in rebuilt
+            ]
+            assert sorted(map(tuple, kept)) == sorted(expected), kind
+            histograms = (
+                await conn.execute(
+                    text("SELECT day, firsts, lasts FROM activity_day WHERE kind = :k AND site_id = :s"),
+                    {"k": kind, "s": site},
+                )
+            ).all()
+            counted: dict[int, tuple[list[int], list[int]]] = {}
+            for _, day, q0, q1, _, _ in rebuilt:
+                first, last = activity.edges_of(q0, q1)
+                assert first is not None and last is not None
+                found = counted.setdefault(day, ([0] * 96, [0] * 96))
+                found[0][first] += 1
+                found[1][last] += 1
+            assert {day: (f, la) for day, f, la in histograms if any(f) or any(la)} == counted, kind
             firsts = (
                 await conn.execute(
                     text(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.db.schema import TimescaleInfo
 from src.api.rollups import pages
+from src.api.rollups.activity import edges_of
 from src.api.rollups.job import fold
 from tests.rollups.test_activity import events
 
@@ -85,22 +86,46 @@ async def assert_kept(engine: AsyncEngine, site: str) -> None:
         ).all()
         kept = (
             await conn.execute(
-                text("SELECT day, page, key, q0, q1 FROM page_activity WHERE site_id = :s"), {"s": site}
+                text("SELECT day, page, key, q0, q1, prev_last FROM page_activity WHERE site_id = :s"),
+                {"s": site},
             )
         ).all()
         counts = (
             await conn.execute(
-                text("SELECT day, page, keys, visitors FROM page_day WHERE site_id = :s AND keys <> 0"),
+                text(
+                    "SELECT day, page, keys, visitors, firsts, lasts, nil_first, nil_last FROM page_day"
+                    " WHERE site_id = :s AND keys <> 0"
+                ),
                 {"s": site},
             )
         ).all()
-    assert sorted(map(tuple, kept)) == sorted(map(tuple, rebuilt))
-    recounted: dict[tuple[int, str], list[int]] = {}
-    for day, page, key, _, _ in rebuilt:
-        found = recounted.setdefault((day, page), [0, 0])
-        found[0] += 1
-        found[1] += str(key) != pages.NIL_KEY
-    assert {(d, p): [k, v] for d, p, k, v in counts} == recounted
+    # Each row with its key's last quarter on the page the day before (none for the nil key).
+    bits = {(day, page, key): (q0, q1) for day, page, key, q0, q1 in rebuilt}
+    expected = [
+        (
+            day,
+            page,
+            key,
+            q0,
+            q1,
+            None if str(key) == pages.NIL_KEY else edges_of(*bits.get((day - 1, page, key), (0, 0)))[1],
+        )
+        for day, page, key, q0, q1 in rebuilt
+    ]
+    assert sorted(map(tuple, kept)) == sorted(expected)
+    recounted: dict[tuple[int, str], list[object]] = {}
+    for day, page, key, q0, q1 in rebuilt:
+        found = recounted.setdefault((day, page), [0, 0, [0] * 96, [0] * 96, None, None])
+        first, last = edges_of(q0, q1)
+        assert first is not None and last is not None
+        found[0] += 1  # type: ignore[operator]
+        if str(key) == pages.NIL_KEY:
+            found[4:6] = [first, last]
+        else:
+            found[1] += 1  # type: ignore[operator]
+            found[2][first] += 1  # type: ignore[index]
+            found[3][last] += 1  # type: ignore[index]
+    assert {(d, p): [k, v, f, la, nf, nl] for d, p, k, v, f, la, nf, nl in counts} == recounted
 
 
 async def test_page_activity_counts_what_raw_events_count(
@@ -142,7 +167,7 @@ def test_buckets_are_pieces_of_utc_days() -> None:
     nepal = timedelta(hours=5, minutes=45)
     starts = [day - nepal, day + DAY - nepal]
     read = pages.pieces(starts, day - nepal + timedelta(minutes=5), day + 2 * DAY - nepal)
-    assert read is not None and read.distinct
+    assert read is not None and not read.distinct
     # Each Kathmandu day: 18:15 to midnight of one UTC day, then midnight to 18:15 of the next.
     assert read.days == (20512, 20513, 20513, 20514)
     assert read.buckets == (starts[0], starts[0], starts[1], starts[1])
@@ -150,5 +175,9 @@ def test_buckets_are_pieces_of_utc_days() -> None:
     # The first bucket starts at 18:20: 18:20-18:30 is raw, the quarters from 18:30.
     assert read.raw == ((starts[0], starts[0] + timedelta(minutes=5), starts[0] + timedelta(minutes=15)),)
     assert (read.q0[0], read.q1[0]) == (0, ((1 << 32) - 1) ^ ((1 << 10) - 1))  # quarters 74-95
+    # As quarter ranges; the second piece of each bucket names where the first began.
+    assert (read.lo, read.hi, read.prev_lo) == ((74, 0, 73, 0), (96, 73, 96, 73), (None, 74, None, 73))
+    week = pages.pieces([day - nepal], day - nepal, day + 7 * DAY - nepal)
+    assert week is not None and week.distinct  # parts of eight UTC days
     utc = pages.pieces([day, day + DAY], day, day + 2 * DAY)
     assert utc is not None and not utc.distinct and utc.days == (20513, 20514) and utc.raw == ()

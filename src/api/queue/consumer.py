@@ -157,7 +157,6 @@ class QueueConsumer:
         )
         return report
 
-
     async def _store(self, chunk: list[tuple[Delivery, EventRow]]) -> list[tuple[Delivery, Outcome]]:
         """Commit a chunk's rows as one writer request; per message, what became of it."""
         deliveries = [delivery for delivery, _ in chunk]

@@ -356,7 +356,7 @@ def _stored_at(value: object) -> datetime | None:
         head, dot, rest = text.partition(".")
         if dot:  # Python takes at most microseconds
             digits = "".join(c for c in rest if c.isdigit())
-            text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+            text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:

@@ -53,6 +53,7 @@ from src.api.rollups.maintenance import FOLD_LOCK_KEY
 ACTIVITY = "activity"
 ACTIVITY_FIRST = "activity_first"
 ACTIVITY_LATE = "activity_late"
+ACTIVITY_DAY = "activity_day"
 QUARTERS_PER_DAY = DAY // QUARTER
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -77,6 +78,73 @@ def quarter_bits(quarter: str) -> tuple[str, str]:
         f"CASE WHEN {of_day} < 64 THEN 1::bigint << {of_day} ELSE 0::bigint END",
         f"CASE WHEN {of_day} >= 64 THEN 1::bigint << ({of_day} - 64) ELSE 0::bigint END",
     )
+
+
+def first_quarter_sql(q0: str, q1: str) -> str:
+    """SQL: the first quarter hour (0-95) set in a day's bits (q0, q1: SQL), NULL when none."""
+    return (
+        f"CASE WHEN {q0} <> 0 THEN strpos(reverse(CAST({q0} AS bit(64))::text), '1') - 1"
+        f" WHEN {q1} <> 0 THEN strpos(reverse(CAST({q1} AS bit(64))::text), '1') + 63 END"
+    )
+
+
+def last_quarter_sql(q0: str, q1: str) -> str:
+    """SQL: the last quarter hour (0-95) set in a day's bits, NULL when none."""
+    return (
+        f"CASE WHEN {q1} <> 0 THEN 128 - strpos(CAST({q1} AS bit(64))::text, '1')"
+        f" WHEN {q0} <> 0 THEN 64 - strpos(CAST({q0} AS bit(64))::text, '1') END"
+    )
+
+
+def edges_of(q0: int | None, q1: int | None) -> tuple[int | None, int | None]:
+    """The first and last quarter hours set in a day's bits (q0 signed, as stored); (None,
+    None) for none."""
+    bits = ((q0 or 0) & ((1 << 64) - 1)) | ((q1 or 0) << 64)
+    if not bits:
+        return None, None
+    return (bits & -bits).bit_length() - 1, bits.bit_length() - 1
+
+
+def edge_moves_sql(edges: str, group: str) -> str:
+    """SQL: how per-day counts of first and last quarters move (columns: `group`, quarter, df,
+    dl) when the rows of `edges` (columns: `group`, f_old, f_new, l_old, l_new; NULL: no row)
+    change."""
+    return " UNION ALL ".join(
+        f"SELECT {group}, {column} AS quarter, {df} AS df, {dl} AS dl FROM {edges}"
+        f" WHERE {old} IS DISTINCT FROM {new} AND {column} IS NOT NULL"
+        for column, old, new, df, dl in (
+            ("f_old", "f_old", "f_new", -1, 0),
+            ("f_new", "f_old", "f_new", 1, 0),
+            ("l_old", "l_old", "l_new", 0, -1),
+            ("l_new", "l_old", "l_new", 0, 1),
+        )
+    )
+
+
+def histogram_sql(moves: str, group: tuple[str, ...]) -> str:
+    """SQL: per group of `moves` (columns: `group`, quarter, df, dl), the counts `firsts` and
+    `lasts` as arrays of 96 (quarter i at index i + 1)."""
+    columns = ", ".join(f"grp.{c}" for c in group)
+    on = " AND ".join(f"m.{c} = grp.{c}" for c in group)
+    return (
+        f"SELECT {columns}, array_agg(COALESCE(m.df, 0) ORDER BY i) AS firsts,"
+        " array_agg(COALESCE(m.dl, 0) ORDER BY i) AS lasts"
+        f" FROM (SELECT DISTINCT {', '.join(group)} FROM {moves}) AS grp"
+        f" CROSS JOIN generate_series(0, {QUARTERS_PER_DAY - 1}) AS i LEFT JOIN ("
+        f"SELECT {', '.join(group)}, quarter, CAST(sum(df) AS int) AS df, CAST(sum(dl) AS int) AS dl"
+        f" FROM {moves} GROUP BY {', '.join(group)}, quarter) AS m ON {on} AND m.quarter = i"
+        f" GROUP BY {columns}"
+    )
+
+
+def added_sql(stored: str, delta: str) -> str:
+    """SQL: two arrays of counts added element by element."""
+    return f"ARRAY(SELECT a + b FROM unnest({stored}, {delta}) WITH ORDINALITY AS u(a, b, i) ORDER BY i)"
+
+
+def slice_sum_sql(array: str, lo: str, hi: str) -> str:
+    """SQL: the sum of counts of quarters [lo, hi) (SQL integers) of an array of 96."""
+    return f"(SELECT COALESCE(sum(x), 0) FROM unnest({array}[({lo}) + 1:{hi}]) AS x)"
 
 
 def _keys(source: str) -> str:
@@ -110,20 +178,31 @@ _DELTA = (
     " ON CONFLICT (kind, site_id, day, since) DO UPDATE SET n = f.n + excluded.n)"
 )
 
+_NEW0, _NEW1 = "COALESCE(o0, 0) | q0", "COALESCE(o1, 0) | q1"
+_EDGES = (
+    f"{first_quarter_sql('o0', 'o1')} AS f_old, {first_quarter_sql(_NEW0, _NEW1)} AS f_new,"
+    f" {last_quarter_sql('o0', 'o1')} AS l_old, {last_quarter_sql(_NEW0, _NEW1)} AS l_new"
+)
+_DAY_GROUP = ("kind", "site_id", "day")
+
 # The fold, one statement (it sees the tables as they were when it began):
 # - moved: the changes, taken out; grouped: one row per (kind, site, key, day), quarters ORed;
+#   stored: with the row's stored quarters (o0, o1; NULL: no row yet);
 # - fresh: the days not stored yet; touched: their keys, whose chains change;
 # - before: the touched keys' stored rows; after: their chains again, with the fresh days;
-# - written: the touched keys' rows that `after` changes (quarters ORed in), and the other
+# - changed: the touched keys' rows that `after` changes (quarters ORed in), and the other
 #   changes' quarters ORed into their rows (prev = -2: keep the links);
+# - written: those, each with `prev_last` (its key's last quarter the day before, as it is
+#   now), and the next days' rows of the keys whose last quarter moved, with it;
+# - edges/histogram: activity_day's counts of first and last quarters move;
 # - delta/counted: activity_first moves by `after` less `before`.
 FOLD_SQL = text(
     f"WITH moved AS (DELETE FROM {ACTIVITY_LATE} RETURNING site_id, kind, key, quarter),"
     f" grouped AS (SELECT kind, site_id, key, quarter / {QUARTERS_PER_DAY} AS day,"
     f" bit_or({_Q0}) AS q0, bit_or({_Q1}) AS q1 FROM moved GROUP BY 1, 2, 3, 4),"
-    " fresh AS (SELECT g.kind, g.site_id, g.key, g.day FROM grouped g WHERE NOT EXISTS"
-    f" (SELECT 1 FROM {ACTIVITY} a WHERE a.kind = g.kind AND a.site_id = g.site_id"
-    " AND a.key = g.key AND a.day = g.day)),"
+    " stored AS (SELECT g.kind, g.site_id, g.key, g.day, g.q0, g.q1, a.q0 AS o0, a.q1 AS o1"
+    f" FROM grouped g LEFT JOIN {ACTIVITY} a USING (kind, site_id, key, day)),"
+    " fresh AS (SELECT kind, site_id, key, day FROM stored WHERE o0 IS NULL),"
     " touched AS (SELECT DISTINCT kind, site_id, key FROM fresh),"
     f" before AS (SELECT a.kind, a.site_id, a.key, a.day, a.prev, a.next FROM {ACTIVITY} a JOIN touched t"
     f" {_SAME_KEY}),"
@@ -131,18 +210,35 @@ FOLD_SQL = text(
     " lag(day) OVER w AS prev, lead(day) OVER w AS next"
     " FROM (SELECT kind, site_id, key, day FROM before UNION ALL SELECT * FROM fresh) AS days"
     " WINDOW w AS (PARTITION BY kind, site_id, key ORDER BY day)),"
-    f" written AS (INSERT INTO {ACTIVITY} AS a (kind, site_id, key, day, q0, q1, prev, next)"
-    " SELECT c.kind, c.site_id, c.key, c.day, COALESCE(g.q0, 0), COALESCE(g.q1, 0), c.prev, c.next"
-    " FROM after c LEFT JOIN grouped g USING (kind, site_id, key, day)"
+    " changed AS (SELECT c.kind, c.site_id, c.key, c.day, COALESCE(g.q0, 0) AS q0, COALESCE(g.q1, 0) AS q1,"
+    " c.prev, c.next FROM after c LEFT JOIN grouped g USING (kind, site_id, key, day)"
     " LEFT JOIN before b USING (kind, site_id, key, day) WHERE g.key IS NOT NULL OR b.key IS NULL"
     " OR c.prev IS DISTINCT FROM b.prev OR c.next IS DISTINCT FROM b.next"
     " UNION ALL SELECT g.kind, g.site_id, g.key, g.day, g.q0, g.q1, -2, -2 FROM grouped g"
     f" WHERE NOT EXISTS (SELECT 1 FROM touched t WHERE t.kind = g.kind AND t.site_id = g.site_id"
-    " AND t.key = g.key)"
+    " AND t.key = g.key)),"
+    f" edges AS (SELECT kind, site_id, key, day, {_EDGES} FROM stored),"
+    f" written AS (INSERT INTO {ACTIVITY} AS a (kind, site_id, key, day, q0, q1, prev, next, prev_last)"
+    " SELECT c.kind, c.site_id, c.key, c.day, c.q0, c.q1, c.prev, c.next, CAST({} AS smallint)".format(
+        last_quarter_sql("COALESCE(p.q0, 0) | COALESCE(pg.q0, 0)", "COALESCE(p.q1, 0) | COALESCE(pg.q1, 0)")
+    )
+    + f" FROM changed c LEFT JOIN {ACTIVITY} p ON p.kind = c.kind AND p.site_id = c.site_id"
+    " AND p.key = c.key AND p.day = c.day - 1 LEFT JOIN grouped pg ON pg.kind = c.kind"
+    " AND pg.site_id = c.site_id AND pg.key = c.key AND pg.day = c.day - 1"
+    " UNION ALL SELECT n.kind, n.site_id, n.key, n.day, 0, 0, -2, -2, CAST(e.l_new AS smallint)"
+    f" FROM edges e JOIN {ACTIVITY} n ON n.kind = e.kind AND n.site_id = e.site_id AND n.key = e.key"
+    " AND n.day = e.day + 1 WHERE e.l_old IS DISTINCT FROM e.l_new AND NOT EXISTS (SELECT 1 FROM changed c"
+    " WHERE c.kind = n.kind AND c.site_id = n.site_id AND c.key = n.key AND c.day = n.day)"
     " ON CONFLICT (kind, site_id, key, day) DO UPDATE SET q0 = a.q0 | excluded.q0,"
     " q1 = a.q1 | excluded.q1,"
     " prev = CASE WHEN excluded.prev = -2 THEN a.prev ELSE excluded.prev END,"
-    " next = CASE WHEN excluded.next = -2 THEN a.next ELSE excluded.next END),"
+    " next = CASE WHEN excluded.next = -2 THEN a.next ELSE excluded.next END,"
+    " prev_last = excluded.prev_last),"
+    f" moves AS ({edge_moves_sql('edges', ', '.join(_DAY_GROUP))}),"
+    f" histogram AS (INSERT INTO {ACTIVITY_DAY} AS t (kind, site_id, day, firsts, lasts)"
+    f" {histogram_sql('moves', _DAY_GROUP)} ON CONFLICT (kind, site_id, day) DO UPDATE SET"
+    f" firsts = {added_sql('t.firsts', 'excluded.firsts')},"
+    f" lasts = {added_sql('t.lasts', 'excluded.lasts')}),"
     f" {_DELTA}"
     " SELECT count(*) FROM moved"
 )
@@ -176,42 +272,114 @@ _UNLINK_SQL = text(
 )
 
 
+_STORED_SQL = text(f"SELECT q0, q1 FROM {ACTIVITY} WHERE {_ROW}")
+# The day's counts of first and last quarters move by `firsts`/`lasts` (arrays of 96).
+_HISTOGRAM_SQL = text(
+    f"UPDATE {ACTIVITY_DAY} SET firsts = {added_sql('firsts', 'CAST(:firsts AS int[])')},"
+    f" lasts = {added_sql('lasts', 'CAST(:lasts AS int[])')}"
+    " WHERE kind = :kind AND site_id = :site_id AND day = :day"
+)
+# The key's next day's row learns the day's last quarter now (NULL: none).
+_NEXT_DAY_SQL = text(
+    f"UPDATE {ACTIVITY} SET prev_last = :last WHERE kind = :kind AND site_id = :site_id"
+    " AND key = md5(CAST(:key AS text))::uuid AND day = :day + 1"
+)
+
+
+@dataclass(frozen=True)
+class Recount:
+    """What recomputes one row of a deleted event's day, here or in page activity (`row`
+    binds it, `day` among it): `left` reads its quarters from the events left that day (q0,
+    q1: NULL for none), `stored` its stored ones; `reset` sets them, or `gone` takes the row
+    away; `histogram` moves the day's counts of first and last quarters (binds firsts, lasts
+    and `nil`: whether the key is page activity's nil key); `next_day` tells the key's next
+    day's row the last quarter (binds `last`)."""
+
+    left: TextClause
+    stored: TextClause
+    reset: TextClause
+    gone: TextClause
+    histogram: TextClause
+    next_day: TextClause
+
+
+_RECOUNTS = {
+    name: Recount(_LEFT_SQL[name], _STORED_SQL, _RESET_SQL, _UNLINK_SQL, _HISTOGRAM_SQL, _NEXT_DAY_SQL)
+    for name in KINDS
+}
+
+
 async def recount(session: AsyncSession, site_id: str, kind_name: str, key: str, day: int) -> None:
     """A deleted event's key on its day (after fold_late, in the same transaction): its quarters
     from the events left, or the day unlinked when none is."""
     row = {"site_id": site_id, "day": day, "key": key, "kind": KINDS[kind_name][0]}
-    await recompute(session, (_LEFT_SQL[kind_name], _RESET_SQL, _UNLINK_SQL), row)
+    await recompute(session, _RECOUNTS[kind_name], row)
 
 
 async def recompute(
-    session: AsyncSession, statements: tuple[TextClause, TextClause, TextClause], row: dict[str, Any]
+    session: AsyncSession, statements: Recount, row: dict[str, Any], *, nil: bool = False
 ) -> None:
-    """One row of a deleted event's day (`row` binds it, `day` among it), here or in page
-    activity: `statements` read its quarters from the events left that day (q0, q1: NULL for
-    none), set them, or take the row away."""
-    left, reset, gone = statements
+    """One row of a deleted event's day (see Recount): its quarters from the events left, the
+    day's counts of first and last quarters, and the next day's `prev_last`."""
     day_start = EPOCH + timedelta(days=row["day"])
     bounds = {**row, "day_start": day_start, "day_end": day_start + timedelta(days=1)}
-    q0, q1 = (await session.execute(left, bounds)).one()
+    stored = (await session.execute(statements.stored, bounds)).one_or_none()
+    q0, q1 = (await session.execute(statements.left, bounds)).one()
     if q0 is not None:
-        await session.execute(reset, {**bounds, "q0": q0, "q1": q1})
+        await session.execute(statements.reset, {**bounds, "q0": q0, "q1": q1})
     else:
-        await session.execute(gone, bounds)
+        await session.execute(statements.gone, bounds)
+    (f_old, l_old), (f_new, l_new) = edges_of(*(stored or (None, None))), edges_of(q0, q1)
+    if (f_old, l_old) != (f_new, l_new):
+        firsts, lasts = [0] * QUARTERS_PER_DAY, [0] * QUARTERS_PER_DAY
+        for counts, old, new in ((firsts, f_old, f_new), (lasts, l_old, l_new)):
+            if old is not None:
+                counts[old] -= 1
+            if new is not None:
+                counts[new] += 1
+        await session.execute(
+            statements.histogram,
+            {**bounds, "firsts": firsts, "lasts": lasts, "nil": nil, "first": f_new, "last": l_new},
+        )
+    await session.execute(statements.next_day, {**bounds, "last": None if nil else l_new})
 
 
-# Retention (under the fold lock): the days before the cutoff day go.
+# Retention (under the fold lock): the days before the cutoff day go; the cutoff day's rows
+# forget the day before it.
 TRIM_SQL = (
     text(f"DELETE FROM {ACTIVITY} WHERE day < CAST(:day AS int)"),
+    text(f"UPDATE {ACTIVITY} SET prev_last = NULL WHERE day = CAST(:day AS int) AND prev_last IS NOT NULL"),
     text(f"DELETE FROM {ACTIVITY_FIRST} WHERE day < CAST(:day AS int)"),
+    text(f"DELETE FROM {ACTIVITY_DAY} WHERE day < CAST(:day AS int)"),
     text(f"DELETE FROM {ACTIVITY_LATE} WHERE quarter < CAST(:day AS int) * {QUARTERS_PER_DAY}"),
 )
+
+
+def prev_last_sql(window: str) -> str:
+    """SQL: a row's `prev_last` from its key's previous row (over `window`, ordered by day)."""
+    last = last_quarter_sql(f"lag(q0) OVER {window}", f"lag(q1) OVER {window}")
+    return f"CASE WHEN lag(day) OVER {window} = day - 1 THEN CAST({last} AS smallint) END"
+
+
+def rebuilt_histogram_sql(table: str, group: tuple[str, ...], where: str = "") -> str:
+    """SQL: (group, firsts, lasts) counted from the rows of `table` (`where`: which)."""
+    columns = ", ".join(group)
+    rows = f"SELECT {columns}, {{}} AS quarter, {{}} AS df, {{}} AS dl FROM {table}{where}"
+    moves = " UNION ALL ".join(
+        (
+            rows.format(first_quarter_sql("q0", "q1"), 1, 0),
+            rows.format(last_quarter_sql("q0", "q1"), 0, 1),
+        )
+    )
+    return f"WITH moves AS ({moves}) {histogram_sql('moves', group)}"
 
 
 def _rebuild(kind: int, expression: str) -> str:
     q0, q1 = quarter_bits("quarter")
     return (
-        f"INSERT INTO {ACTIVITY} (kind, site_id, key, day, q0, q1, prev, next)"
-        " SELECT kind, site_id, key, day, q0, q1, lag(day) OVER w, lead(day) OVER w FROM ("
+        f"INSERT INTO {ACTIVITY} (kind, site_id, key, day, q0, q1, prev, next, prev_last)"
+        " SELECT kind, site_id, key, day, q0, q1, lag(day) OVER w, lead(day) OVER w,"
+        f" {prev_last_sql('w')} FROM ("
         f" SELECT {kind} AS kind, site_id, key, quarter / {QUARTERS_PER_DAY} AS day,"
         f" bit_or({q0}) AS q0, bit_or({q1}) AS q1 FROM ("
         f" SELECT site_id, md5({expression})::uuid AS key, {QUARTER_SQL.format(t='time')} AS quarter"
@@ -222,11 +390,15 @@ def _rebuild(kind: int, expression: str) -> str:
 
 # Everything made again from every stored event (after a bulk load that bypassed the writer).
 REBUILD_SQL = (
-    text(f"TRUNCATE {ACTIVITY}, {ACTIVITY_FIRST}, {ACTIVITY_LATE}"),
+    text(f"TRUNCATE {ACTIVITY}, {ACTIVITY_FIRST}, {ACTIVITY_DAY}, {ACTIVITY_LATE}"),
     *(text(_rebuild(kind, expression)) for kind, expression in KINDS.values()),
     text(
         f"INSERT INTO {ACTIVITY_FIRST} (kind, site_id, day, since, n)"
         f" SELECT kind, site_id, day, COALESCE(prev, -1), count(*) FROM {ACTIVITY} GROUP BY 1, 2, 3, 4"
+    ),
+    text(
+        f"INSERT INTO {ACTIVITY_DAY} (kind, site_id, day, firsts, lasts)"
+        f" {rebuilt_histogram_sql(ACTIVITY, _DAY_GROUP)}"
     ),
 )
 
@@ -256,9 +428,20 @@ class Span:
     quarter_lo: int
     quarter_hi: int
     raw: tuple[tuple[datetime, datetime], ...]
+    # The quarter of `first` its part starts at, and of `last` its part ends before.
+    first_from: int = 0
+    last_until: int = 0
+
+    @property
+    def adjacent(self) -> bool:
+        """Whether the range is the end of one day and the start of the next (a Kathmandu or
+        New York day): activity_day's counts, less the keys in both, count it."""
+        return self.lo == self.hi and self.first is not None and self.last is not None
 
     def params(self) -> dict[str, Any]:
         return {
+            "first_from": self.first_from,
+            "last_until": self.last_until,
             "lo": self.lo,
             "hi": self.hi,
             "first": self.first,
@@ -305,7 +488,18 @@ def span(start: datetime, end: datetime) -> Span | None:
     if lo > hi:  # inside one day
         day = hi
         quarters = quarters_of_day(quarter_lo - day * per_day, quarter_hi - day * per_day)
-        return Span(day + 1, day + 1, day, quarters, None, (0, 0), quarter_lo, quarter_hi, raw)
+        return Span(
+            day + 1,
+            day + 1,
+            day,
+            quarters,
+            None,
+            (0, 0),
+            quarter_lo,
+            quarter_hi,
+            raw,
+            quarter_lo - day * per_day,
+        )
     first = lo - 1 if quarter_lo < lo * per_day else None
     last = hi if quarter_hi > hi * per_day else None
     return Span(
@@ -318,4 +512,6 @@ def span(start: datetime, end: datetime) -> Span | None:
         quarter_lo,
         quarter_hi,
         raw,
+        quarter_lo - (lo - 1) * per_day if first is not None else 0,
+        quarter_hi - hi * per_day if last is not None else 0,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Column,
     DateTime,
@@ -17,12 +18,13 @@ from sqlalchemy import (
     String,
     Table,
     Uuid,
+    text,
 )
 from sqlalchemy.schema import SchemaItem
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
-from src.api.rollups.activity import ACTIVITY, ACTIVITY_FIRST, ACTIVITY_LATE
+from src.api.rollups.activity import ACTIVITY, ACTIVITY_DAY, ACTIVITY_FIRST, ACTIVITY_LATE
 from src.api.rollups.catalogue import CATALOGUE, Rollup
 from src.api.rollups.pages import PAGE_ACTIVITY, PAGE_ACTIVITY_LATE, PAGE_DAY
 
@@ -97,8 +99,10 @@ ACTIVITY_TABLE = Table(
     Column("q1", BigInteger, nullable=False),
     Column("prev", Integer),
     Column("next", Integer),
+    Column("prev_last", SmallInteger),
     # The fold and deletes find a key's days by the key; questions read one or two days of a
-    # kind (of a site, or all), by the day index alone (it holds every column they read).
+    # kind (of a site, or all), by the day index alone (it holds every column they read), and
+    # the keys active the day before too by the overlap index.
     PrimaryKeyConstraint("kind", "site_id", "key", "day"),
     Index(
         "ix_activity_day",
@@ -107,6 +111,24 @@ ACTIVITY_TABLE = Table(
         "site_id",
         postgresql_include=["key", "q0", "q1", "prev", "next"],
     ),
+    Index(
+        "ix_activity_overlap",
+        "kind",
+        "site_id",
+        "day",
+        postgresql_include=["q0", "q1", "prev_last"],
+        postgresql_where=text("prev_last IS NOT NULL"),
+    ),
+)
+ACTIVITY_DAY_TABLE = Table(
+    ACTIVITY_DAY,
+    SQLModel.metadata,
+    Column("kind", SmallInteger, nullable=False),
+    Column("site_id", String(128), nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("firsts", ARRAY(Integer), nullable=False),
+    Column("lasts", ARRAY(Integer), nullable=False),
+    PrimaryKeyConstraint("kind", "site_id", "day"),
 )
 ACTIVITY_FIRST_TABLE = Table(
     ACTIVITY_FIRST,
@@ -136,8 +158,18 @@ PAGE_ACTIVITY_TABLE = Table(
     Column("key", Uuid, nullable=False),
     Column("q0", BigInteger, nullable=False),
     Column("q1", BigInteger, nullable=False),
-    # Questions read a site's days, page by page: the key holds what they read but the quarters.
+    Column("prev_last", SmallInteger),
+    # Questions read a site's days, page by page: the key holds what they read but the quarters;
+    # the keys active the day before too, by the overlap index.
     PrimaryKeyConstraint("site_id", "day", "page", "key", postgresql_include=["q0", "q1"]),
+    Index(
+        "ix_page_activity_overlap",
+        "site_id",
+        "day",
+        "page",
+        postgresql_include=["q0", "q1", "prev_last"],
+        postgresql_where=text("prev_last IS NOT NULL"),
+    ),
 )
 PAGE_DAY_TABLE = Table(
     PAGE_DAY,
@@ -147,6 +179,10 @@ PAGE_DAY_TABLE = Table(
     Column("page", String(2048), nullable=False),
     Column("keys", BigInteger, nullable=False),
     Column("visitors", BigInteger, nullable=False),
+    Column("firsts", ARRAY(Integer), nullable=False),
+    Column("lasts", ARRAY(Integer), nullable=False),
+    Column("nil_first", SmallInteger),
+    Column("nil_last", SmallInteger),
     PrimaryKeyConstraint("site_id", "day", "page"),
 )
 PAGE_ACTIVITY_LATE_TABLE = Table(

@@ -17,12 +17,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from src.api.rollups.activity import (
     ACTIVITY,
+    ACTIVITY_DAY,
     ACTIVITY_FIRST,
     ACTIVITY_LATE,
     KINDS,
     QUARTERS_PER_DAY,
     Span,
     quarter_bits,
+    slice_sum_sql,
 )
 from src.api.rollups.catalogue import CATALOGUE, IS_PAGEVIEW
 from src.api.rollups.pages import KEY_SQL as PAGE_KEY_SQL
@@ -255,6 +257,26 @@ def activity_statement(metric: str, span: Span, *, site: bool) -> TextClause:
         )
         return text(f"SELECT NULL AS b, count(*) AS {metric} FROM ({keys}) AS keys")
     own = f"a.kind = {kind} AND a.site_id = :site_id"
+    distinct = f"SELECT DISTINCT key FROM ({' UNION ALL '.join(others)}) AS u"
+    unheld = (
+        f"(SELECT count(*) FROM ({distinct}) AS o WHERE NOT EXISTS (SELECT 1 FROM {ACTIVITY} a"
+        f" WHERE {own} AND a.key = o.key AND ({in_range})))"
+    )
+    if span.adjacent:
+        # The end of one day and the start of the next: the keys whose last quarter of the
+        # first is in the range, those whose first quarter of the second is, less those in both.
+        day_row = f"FROM {ACTIVITY_DAY} h WHERE h.kind = {kind} AND h.site_id = :site_id AND h.day = :"
+        tail = slice_sum_sql("h.lasts", "CAST(:first_from AS int)", str(QUARTERS_PER_DAY))
+        head = slice_sum_sql("h.firsts", "0", "CAST(:last_until AS int)")
+        both = (
+            f"(SELECT count(*) FROM {ACTIVITY} a WHERE {own} AND a.day = :last AND a.prev_last IS NOT NULL"
+            f" AND a.prev_last >= CAST(:first_from AS int) AND {meets('last', 'a')})"
+        )
+        counts = [
+            f"COALESCE((SELECT {tail} {day_row}first), 0)",
+            f"COALESCE((SELECT {head} {day_row}last), 0)",
+        ]
+        return text(f"SELECT NULL AS b, {' + '.join(counts)} - {both} + {unheld} AS {metric}")
     parts = [
         f"(SELECT COALESCE(sum(n), 0)::bigint FROM {ACTIVITY_FIRST} WHERE kind = {kind}"
         " AND site_id = :site_id AND day >= :lo AND day < :hi AND since < :lo)"
@@ -275,11 +297,7 @@ def activity_statement(metric: str, span: Span, *, site: bool) -> TextClause:
             f"(SELECT count(*) FROM {ACTIVITY} a WHERE {own} AND {meets('last', 'a')}"
             f" AND (a.prev IS NULL OR a.prev < :lo){counted_first})"
         )
-    distinct = f"SELECT DISTINCT key FROM ({' UNION ALL '.join(others)}) AS u"
-    parts.append(
-        f"(SELECT count(*) FROM ({distinct}) AS o WHERE NOT EXISTS (SELECT 1 FROM {ACTIVITY} a"
-        f" WHERE {own} AND a.key = o.key AND ({in_range})))"
-    )
+    parts.append(unheld)
     return text(f"SELECT NULL AS b, {' + '.join(parts)} AS {metric}")
 
 
@@ -290,6 +308,7 @@ def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]
     changes and of the raw parts of a quarter hour that no row of the bucket holds. Params:
     pieces.params(), site_id, and the filters' (a page filter only). Rows (bucket, page,
     visitors) in answer order, as distinct_statement's."""
+
     def page_in(alias: str) -> str:
         return f" AND {alias}page = ANY(CAST(:f_page AS text[]))" if filters.get("page") else ""
 
@@ -299,17 +318,32 @@ def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]
     l0, l1 = quarter_bits("l.quarter")
     pieces_sql = (
         "SELECT * FROM unnest(CAST(:p_days AS int[]), CAST(:p_buckets AS timestamptz[]),"
-        " CAST(:p_q0 AS bigint[]), CAST(:p_q1 AS bigint[])) AS p(day, bucket, q0, q1)"
+        " CAST(:p_q0 AS bigint[]), CAST(:p_q1 AS bigint[]), CAST(:p_lo AS int[]), CAST(:p_hi AS int[]),"
+        " CAST(:p_prev_lo AS int[])) AS p(day, bucket, q0, q1, lo, hi, prev_lo)"
     )
     meets = "(a.q0 & p.q0 <> 0 OR a.q1 & p.q1 <> 0)"
-    whole = f"p.q0 = -1 AND p.q1 = {(1 << 32) - 1}"
+    whole = f"p.lo = 0 AND p.hi = {QUARTERS_PER_DAY}"
+    # A piece that starts or ends the day: page_day's counts of first or last quarters.
+    edge = f"(p.lo = 0) <> (p.hi = {QUARTERS_PER_DAY})"
+    in_edge = (
+        f"CASE WHEN p.lo = 0 THEN {slice_sum_sql('c.firsts', '0', 'p.hi')}"
+        f" ELSE {slice_sum_sql('c.lasts', 'p.lo', str(QUARTERS_PER_DAY))} END"
+    )
+    nil_in_edge = "CASE WHEN p.lo = 0 THEN c.nil_first < p.hi ELSE c.nil_last >= p.lo END"
     found = (
         f"SELECT p.bucket, c.page, c.visitors AS n FROM ({pieces_sql}) AS p JOIN {PAGE_DAY} c"
         f" ON c.site_id = :site_id AND c.day = p.day{page_in('c.')}"
         f" WHERE {whole} AND c.keys > 0"
+        f" UNION ALL SELECT bucket, page, n FROM (SELECT p.bucket, c.page, {in_edge} AS n,"
+        f" {nil_in_edge} AS nil FROM ({pieces_sql}) AS p JOIN {PAGE_DAY} c"
+        f" ON c.site_id = :site_id AND c.day = p.day{page_in('c.')} WHERE {edge}) AS e WHERE n > 0 OR nil"
         f" UNION ALL SELECT p.bucket, a.page, {counted('a.')} FROM ({pieces_sql}) AS p"
         f" JOIN {PAGE_ACTIVITY} a ON a.site_id = :site_id AND a.day = p.day AND {meets}{page_in('a.')}"
-        f" WHERE NOT ({whole}) GROUP BY 1, 2"
+        f" WHERE p.lo > 0 AND p.hi < {QUARTERS_PER_DAY} GROUP BY 1, 2"
+        # The second piece of a two-day bucket: its keys the first piece counted already.
+        f" UNION ALL SELECT p.bucket, a.page, -count(*) FROM ({pieces_sql}) AS p"
+        f" JOIN {PAGE_ACTIVITY} a ON a.site_id = :site_id AND a.day = p.day AND a.prev_last IS NOT NULL"
+        f" AND a.prev_last >= p.prev_lo AND {meets}{page_in('a.')} WHERE p.prev_lo IS NOT NULL GROUP BY 1, 2"
     )
     others = [
         f"SELECT p.bucket, l.page, l.key FROM {PAGE_ACTIVITY_LATE} l JOIN ({pieces_sql}) AS p"

@@ -229,8 +229,10 @@ async def _counted(
 
 # Buckets at least this wide are each counted from the activity tables (a week, a month): a
 # few totals beat one distinct count over every raw event of the range. Days are too where
-# they are UTC days (each count is then activity_first's, a few rows); a Kathmandu day's would
-# read two days' keys, 30 times (slower than raw events).
+# they are UTC days (each count is then activity_first's, a few rows), and a site's days in
+# any zone (a Kathmandu day is the end of one UTC day and the start of the next: activity_day's
+# counts, less the keys active in both); every site's Kathmandu days would read two days'
+# keys, 30 times (slower than raw events).
 _WIDE_BUCKET = timedelta(days=7)
 
 
@@ -246,8 +248,8 @@ async def _wide_buckets(
         return None
     starts = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
     narrow = not interval.months and interval.seconds < _WIDE_BUCKET.total_seconds()
-    if narrow and any(floor_to(bucket, DAY) != bucket for bucket in starts[1:]):
-        return None  # days that are not UTC days: each count would read two days' keys
+    if narrow and question.site_id is None and any(floor_to(bucket, DAY) != bucket for bucket in starts[1:]):
+        return None  # days that are not UTC days, over every site: each count reads two days' keys
     start, end = question.window.start, question.window.end
     parts = []
     for n, bucket in enumerate(starts):
@@ -261,8 +263,8 @@ async def _page_pieces(
     session: AsyncSession, question: Question, params: dict[str, Any]
 ) -> pages.Pieces | None:
     """For one site's visitors per page per day (no other breakdown, no filter but the page;
-    days that are UTC days): the pieces page activity counts them by; None for every other
-    question."""
+    days of any zone, each within two UTC days): the pieces page activity counts them by;
+    None for every other question."""
     interval = question.interval
     if interval is None or question.group_by != ("page",) or question.site_id is None:
         return None
@@ -272,7 +274,7 @@ async def _page_pieces(
         return None
     starts = [row[0] for row in await repository.rows(session, repository.fill_statement(), params)]
     found = pages.pieces(starts, question.window.start, question.window.end) if starts else None
-    # A bucket over more than one UTC day: its keys would be made distinct, slower than raw.
+    # A bucket over more than two UTC days: its keys would be made distinct, slower than raw.
     return found if found is not None and not found.distinct else None
 
 
