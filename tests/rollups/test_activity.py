@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from src.api.db.schema import TimescaleInfo
-from src.api.rollups import activity
+from src.api.rollups import activity, pages
 from src.api.rollups.activity import KINDS, span
 from src.api.rollups.job import FoldPacer, fold
 from src.api.rollups.repository import changes_appended
@@ -364,3 +364,38 @@ async def test_ingest_shows_in_the_count_of_appended_changes(
                 return
         await anyio.sleep(0.5)
     raise AssertionError("the ingest's changes never showed in pg_stat_user_tables")
+
+
+async def test_retention_forgets_the_days_before_the_cutoff_and_the_cutoff_day_the_day_before(
+    client: httpx.AsyncClient, engine: AsyncEngine, timescale: TimescaleInfo
+) -> None:
+    site = f"trim-{uuid.uuid4().hex[:8]}"
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - 12 * DAY
+    made = events(site, start, 6, 600, seed=31)
+    assert (await client.post("/api/events/batch", json={"events": made})).status_code == 200
+    await fold(engine, rollups=not timescale.has_continuous_aggregates)
+    cutoff = int(start.timestamp()) // 86400 + 3
+    tables = {
+        "activity": "prev_last",
+        "activity_first": None,
+        "activity_day": None,
+        "page_activity": "prev_last",
+        "page_day": None,
+    }
+
+    async def rows(table: str, where: str) -> int:
+        async with engine.connect() as conn:
+            query = f"SELECT count(*) FROM {table} WHERE site_id = :s AND {where}"
+            return int((await conn.execute(text(query), {"s": site, "d": cutoff})).scalar_one())
+
+    assert await rows("activity", "day = :d AND prev_last IS NOT NULL") > 0
+    assert await rows("page_activity", "day = :d AND prev_last IS NOT NULL") > 0
+    async with engine.begin() as conn:
+        await activity.trim(conn, cutoff)
+        await activity.trim(conn, cutoff, pages.TRIM_SQL)
+    for table, column in tables.items():
+        assert await rows(table, "day < :d") == 0, table
+        assert await rows(table, "day >= :d") > 0, table
+        if column:
+            assert await rows(table, f"day = :d AND {column} IS NOT NULL") == 0, table
+            assert await rows(table, f"day > :d AND {column} IS NOT NULL") > 0, table
