@@ -24,17 +24,26 @@ A question's distinct count over [start, end) (src/api/stats/repository.py) is t
 
 — a few hundred rows read where raw events are millions, and the number is the raw events' own.
 
+A range that is the end of one day and the start of the next (a day of Kathmandu or New York)
+has no whole days: `activity_day` counts, per (kind, site, day), the keys by their first and by
+their last quarter hour (arrays of 96), and each row's `prev_last` is its key's last quarter on
+the day before (NULL: not active then). The range's keys are then those whose last quarter of
+the first day is in it, plus those whose first quarter of the second is, less those whose row
+on the second meets the range and whose `prev_last` is in it (a partial index holds the rows
+with a `prev_last`: the keys active on consecutive days).
+
 Kept exact:
 - the statement that stores events appends (site, kind, key, quarter) of the rows it really
   inserted to `activity_late` (one plain insert: duplicates add nothing, late events land on
   their quarter); the fold (FOLD_SQL: with the rollups' fold, every ROLLUP_FOLD_INTERVAL, and
   before every recount) ORs the quarters into the rows, links the keys' new days into their
-  chains and moves the counts of `activity_first` by what changed; questions read the unfolded
-  changes beside it;
-- a delete folds, then recomputes its key's day from the raw events left (RECOUNT), unlinking
-  the day when none is;
+  chains, moves the counts of `activity_first` and `activity_day` by what changed and tells
+  the next day's row a key's new last quarter; questions read the unfolded changes beside it;
+- a delete folds, then recomputes its key's day from the raw events left (recount), unlinking
+  the day when none is, and moves the same counts;
 - retention deletes the days older than EVENTS_RETENTION (a `prev` may then name a day no
-  longer there: it is still before every range a question can ask).
+  longer there: it is still before every range a question can ask), and the first day left
+  forgets its `prev_last`.
 Every writer of the folded tables holds the fold lock.
 """
 

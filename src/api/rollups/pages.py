@@ -7,19 +7,23 @@ daily unique visitors by page in milliseconds (both editions alike).
   visitors (`visitors`: events without a visitor key are the nil key, which keeps its page's
   group, at zero, as the raw count does, and is never counted).
 
-A bucket of whole UTC days is a set of pieces — (UTC day, the bucket's quarters of it) — and a
-page's visitors in it are `page_day`'s where the piece is the whole day, else the page's rows
-that meet the piece (the range's first and last days). What is not folded yet, and the parts
-of a quarter hour at the range's ends (raw events), are added where no row holds their key
-(src/api/stats/repository.py). A bucket made of more than one UTC day or of parts of two (a
-week; a Kathmandu day) would need its keys made distinct, which costs more than raw events do:
-raw events answer it.
+A bucket is a set of pieces — (UTC day, the bucket's quarters of it) — and a page's visitors
+in it are `page_day`'s where the piece is the whole day; where it starts or ends the day,
+`page_day`'s counts of the visitors by their first or last quarter (arrays of 96, as
+activity_day's; the nil key's first and last quarters beside them); else (a range that starts
+and ends inside one day) the page's rows that meet it. A bucket of two pieces (a Kathmandu or
+New York day: the end of one UTC day and the start of the next) takes away the keys in both:
+the second piece's rows that meet it and whose `prev_last` (the key's last quarter on the page
+the day before) is in the first. What is not folded yet, and the parts of a quarter hour at
+the range's ends (raw events), are added where no row holds their key
+(src/api/stats/repository.py). A bucket over more than two UTC days (a week) would need its
+keys made distinct, which costs more than raw events do: raw events answer it.
 
 Kept exact as activity.py is: the statement that stores events appends (site, page, key,
 quarter) of the rows it really inserted to `page_activity_late`; the fold ORs them in and
-counts the new rows into `page_day` (FOLD_SQL, beside activity's, under its lock); a delete
-recounts its key's page and day from the events left (RECOUNT); retention deletes the days
-before the oldest event left.
+counts the new rows and moves the first and last quarters' counts in `page_day` (FOLD_SQL,
+beside activity's, under its lock); a delete recounts its key's page and day from the events
+left (recount); retention deletes the days before the oldest event left.
 """
 
 from __future__ import annotations
