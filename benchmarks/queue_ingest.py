@@ -108,15 +108,21 @@ def run_mode(mode: str, url: str, size: int, clients: int, total: int, folder: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", default=None, help="default: analytics_bench_queue on the local cluster")
+    parser.add_argument(
+        "--database-url", default=None, help="default: analytics_bench_queue on the local cluster"
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--mode", action="append", choices=["none", "nats", "redis"], help="default: all three")
+    parser.add_argument(
+        "--mode", action="append", choices=["none", "nats", "redis"], help="default: all three"
+    )
     args = parser.parse_args()
     url = args.database_url or local_database_url("analytics_bench_queue")
     requests = -(-args.events // args.batch)
-    print(f"{args.events} events as {requests} POST /events of {args.batch}, {args.clients} clients, times over 30 days")
+    print(
+        f"{args.events} events as {requests} POST /events of {args.batch}, {args.clients} clients, times over 30 days"
+    )
     with tempfile.TemporaryDirectory(prefix="queue-bench-") as folder:
         for mode in args.mode or ["none", "nats", "redis"]:
             run_mode(mode, url, args.batch, args.clients, args.events, Path(folder))

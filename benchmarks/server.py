@@ -129,7 +129,14 @@ def truncate(database_url: str) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK_KEY})
         conn.execute(text("TRUNCATE event"))
         # The activity tables too: each run starts as the first did (a run's keys are the last's).
-        activity = ("activity", "activity_first", "activity_late", "page_activity", "page_day", "page_activity_late")
+        activity = (
+            "activity",
+            "activity_first",
+            "activity_late",
+            "page_activity",
+            "page_day",
+            "page_activity_late",
+        )
         for name in (*CATALOGUE.names, CATALOGUE.late.name, *activity):
             if conn.execute(text("SELECT 1 FROM pg_tables WHERE tablename = :t"), {"t": name}).first():
                 conn.execute(text(f"TRUNCATE {name}"))

@@ -107,6 +107,13 @@ class Rollup:
         return bucket_sql(column, self.granule, self.phase)
 
 
+def page_index_include(rollup: Rollup) -> list[str]:
+    """The columns a tier's (site_id, page, bucket) index holds beside its key: every other
+    one, so a question about a few pages is an index-only scan (a third of its time, which
+    had gone to fetching rows scattered over the table)."""
+    return [d for d in rollup.dimensions if d not in ("site_id", "page")] + list(rollup.measures)
+
+
 @dataclass(frozen=True)
 class Catalogue:
     """Every tier and every rollup; the one place the rest of the code looks them up."""

@@ -25,7 +25,7 @@ from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
 from src.api.rollups.activity import ACTIVITY, ACTIVITY_DAY, ACTIVITY_FIRST, ACTIVITY_LATE
-from src.api.rollups.catalogue import CATALOGUE, Rollup
+from src.api.rollups.catalogue import CATALOGUE, Rollup, page_index_include
 from src.api.rollups.pages import PAGE_ACTIVITY, PAGE_ACTIVITY_LATE, PAGE_DAY
 
 # Column types of the dimensions, as in `event`.
@@ -43,9 +43,10 @@ DIMENSION_TYPES: dict[str, TypeEngine[str]] = {
 def rollup_table(rollup: Rollup) -> Table:
     """Keyed by (bucket, dimensions) at 15 minutes (the writer upserts buckets of the moment);
     by (site_id, bucket, the other dimensions) in the tiers, whose questions are per site and
-    bounded in time, with a (site_id, page, bucket) index where they keep the page: questions
-    about a few pages read just their rows, and only the rollup job and late events write the
-    tiers. (Community's continuous aggregates get a (dimension, bucket) index per dimension.)"""
+    bounded in time, with a (site_id, page, bucket) index where they keep the page, which holds
+    every other column (page_index_include): questions about a few pages read just their rows,
+    from the index alone, and only the rollup job and late events write the tiers.
+    (Community's continuous aggregates get a (dimension, bucket) index per dimension.)"""
     columns: list[SchemaItem] = [
         Column("bucket", DateTime(timezone=True), nullable=False),
         *(Column(d, DIMENSION_TYPES[d], nullable=False) for d in rollup.dimensions),
@@ -55,7 +56,19 @@ def rollup_table(rollup: Rollup) -> Table:
     if rollup.tier is None:
         return Table(rollup.name, SQLModel.metadata, *columns, PrimaryKeyConstraint("bucket", *dims))
     key = PrimaryKeyConstraint("site_id", "bucket", *(d for d in dims if d != "site_id"))
-    pages = [Index(f"ix_{rollup.name}_page", "site_id", "page", "bucket")] if "page" in dims else []
+    pages = (
+        [
+            Index(
+                f"ix_{rollup.name}_page",
+                "site_id",
+                "page",
+                "bucket",
+                postgresql_include=page_index_include(rollup),
+            )
+        ]
+        if "page" in dims
+        else []
+    )
     return Table(rollup.name, SQLModel.metadata, *columns, key, *pages)
 
 

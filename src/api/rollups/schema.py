@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Table, text
 
 from src.api.config import Duration
 from src.api.db.schema import create_tables
-from src.api.rollups.catalogue import GRANULE_SQL, HOUR, IS_PAGEVIEW, Rollup
+from src.api.rollups.catalogue import GRANULE_SQL, HOUR, IS_PAGEVIEW, Rollup, page_index_include
 
 
 def create_rollup_table(conn: Connection, table: Table, chunk_interval: str) -> None:
@@ -104,9 +104,14 @@ def create_aggregate_indexes(conn: Connection, specs: Iterable[Rollup]) -> None:
     rollup_table) on each tier aggregate that keeps the page. TimescaleDB gives an aggregate a
     (dimension, bucket) index per dimension, so a question about a few pages of one site read
     every site's rows of those pages and filtered them (two thirds of them, with three sites).
+    It holds every other column, as the Apache one does (catalogue.page_index_include).
     Idempotent; names and columns are the catalogue's constants."""
     for spec in specs:
         if spec.tier is not None and "page" in spec.dimensions:
+            include = ", ".join(page_index_include(spec))
             conn.execute(
-                text(f"CREATE INDEX IF NOT EXISTS ix_{spec.name}_page ON {spec.name} (site_id, page, bucket)")
+                text(
+                    f"CREATE INDEX IF NOT EXISTS ix_{spec.name}_page ON {spec.name} (site_id, page, bucket)"
+                    f" INCLUDE ({include})"
+                )
             )

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -366,10 +365,28 @@ def _sortable(value: object) -> tuple[int, object]:
 _COUNTS = frozenset({"events", "pageviews", "visitors", "sessions", "visits"})
 
 
+def _row_maker(
+    names: Sequence[str], slots: Sequence[int | None]
+) -> Callable[[Sequence[Any]], dict[str, Any]]:
+    """A function making an answer row from a statement's row: name i is value slots[i] (None:
+    0). A dict display compiled once per question builds a row in a third of the time
+    dict(zip()) does (a 14k-row answer: 2 ms instead of 6). The names are the API's own
+    dimension and metric names, constants that parse_names whitelists, written with repr();
+    the slots are ints."""
+    assert all(name.isidentifier() for name in names)
+    items = ", ".join(
+        f"{name!r}: {'0' if slot is None else f'values[{int(slot)}]'}"
+        for name, slot in zip(names, slots, strict=True)
+    )
+    maker: Callable[[Sequence[Any]], dict[str, Any]] = eval(f"lambda values: {{{items}}}", {})
+    return maker
+
+
 class _Shape:
     """Builds the answer's rows: bucket, dimensions, then the metrics in the question's order.
     Buckets arrive as datetimes in the question's zone (use_zone set the session's), and
-    additive_statement's rows already hold the finished metrics, so a row is one zip."""
+    additive_statement's rows already hold the finished metrics, so a row is one dict display
+    (from_sums)."""
 
     def __init__(self, question: Question) -> None:
         dims = question.group_by
@@ -378,28 +395,21 @@ class _Shape:
         self.metrics = question.metrics
         self.key_names = (("bucket",) if self.bucketed else ()) + dims
         key_slots = tuple(range(0 if self.bucketed else 1, self.width))
-        # A distinct metric reads the 0 appended after the sums until its statement fills it.
-        self.pad = any(m not in repository.SUM_COLUMNS for m in self.metrics)
         padding = self.width + len(repository.SUM_COLUMNS)
         metric_slots = tuple(
             self.width + repository.SUM_COLUMNS.index(m) if m in repository.SUM_COLUMNS else padding
             for m in self.metrics
         )
         self.names = (*self.key_names, *self.metrics)
-        slots = (*key_slots, *metric_slots)
-        self.pick: Callable[[Sequence[Any]], Sequence[Any]] = (
-            itemgetter(*slots) if len(slots) > 1 else lambda values: (values[slots[0]],)
-        )
+        # A distinct metric is 0 until its statement fills it.
+        slots = (*key_slots, *(None if slot == padding else slot for slot in metric_slots))
+        self.from_sums = _row_maker(self.names, slots)
 
     def empty(self, key: Sequence[Any]) -> dict[str, Any]:
         row = dict(zip(self.key_names, key if self.bucketed else key[1:], strict=True))
         for metric in self.metrics:
             row[metric] = 0 if metric in _COUNTS else None
         return row
-
-    def from_sums(self, values: tuple[Any, ...]) -> dict[str, Any]:
-        """A row of repository.additive_statement: key, then SUM_COLUMNS."""
-        return dict(zip(self.names, self.pick((*values, 0) if self.pad else values), strict=True))
 
 
 def site_filter(sites: Iterable[str]) -> tuple[str, ...]:
