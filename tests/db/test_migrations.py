@@ -230,6 +230,13 @@ async def test_upgrade_keeps_every_row_of_a_database_made_before_migrations(
     if remade:  # the remade aggregates' hypertables have new ids, chunks and dimensions
         before = {name: value for name, value in before.items() if name not in ("chunks", "dimensions")}
     relations_before = {name: oid for name, oid in relations_before.items() if name not in remade}
+    # 0013 builds the tiers' page indexes again, with every other column included: an index
+    # holds no row of its own, so that is all it remakes.
+    relations_before = {
+        name: oid
+        for name, oid in relations_before.items()
+        if not (name.startswith("ix_event_rollup_") and name.endswith("_page"))
+    }
     # 0010 adds hypertables (the six-hour tiers), so the catalogue of dimensions grows; and, on
     # Apache, their watermarks: the rows there were stay as they were.
     before.pop("dimensions", None)

@@ -43,12 +43,19 @@ def test_stats_routes_read_from_the_replica(standby: Cluster) -> None:
     replica = standby.url(database)
     site = f"replica-{uuid.uuid4().hex[:10]}"
     now = datetime.now(UTC)
-    window = {"site_id": site, "from": (now - timedelta(days=1)).isoformat(), "to": (now + timedelta(hours=1)).isoformat()}
+    window = {
+        "site_id": site,
+        "from": (now - timedelta(days=1)).isoformat(),
+        "to": (now + timedelta(hours=1)).isoformat(),
+    }
     env = {"STATS_DATABASE_URL": replica, "ROLLUP_FOLD_INTERVAL": "0", "ROLLUP_JOB_INTERVAL": "0"}
     with running_server(PRIMARY, extra_env=env) as (base, _), httpx.Client(base_url=base, timeout=30) as http:
 
         def post(count: int) -> list[str]:
-            events = [{"page": "/r", "site_id": site, "time": (now - timedelta(minutes=i)).isoformat()} for i in range(count)]
+            events = [
+                {"page": "/r", "site_id": site, "time": (now - timedelta(minutes=i)).isoformat()}
+                for i in range(count)
+            ]
             response = http.post("/api/events/batch", json={"events": events})
             assert response.status_code == 200 and response.json()["accepted"] == count
             return []
@@ -68,7 +75,10 @@ def test_stats_routes_read_from_the_replica(standby: Cluster) -> None:
             assert count_events(site, PRIMARY) == 15
             # The primary has 15; the stats routes answer from the paused replica.
             assert summary() == 10
-            buckets = http.get("/api/events/", params={"duration": "1 day", "pages": "/r", **{k: window[k] for k in ("from", "to")}})
+            buckets = http.get(
+                "/api/events/",
+                params={"duration": "1 day", "pages": "/r", **{k: window[k] for k in ("from", "to")}},
+            )
             assert buckets.status_code == 200
             compat = http.get("/stats", params={"date": now.date().isoformat(), "site_id": site})
             assert compat.status_code == 200
