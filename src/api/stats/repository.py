@@ -226,8 +226,11 @@ def activity_statement(metric: str, span: Span, *, site: bool) -> TextClause:
     For one site: activity_first's counts of the whole days, the rows of the two ragged days
     (`first` and `last`) that their links show are not counted elsewhere, and the other keys —
     unfolded changes, and raw events of the parts of a quarter at the ends, a few at most —
-    where no row of theirs meets the range. For all sites (a key may be active on several): the
-    keys of the rows that meet the range, united with those."""
+    where no row of theirs meets the range. A range that is the end of one day and the start
+    of the next (span.adjacent) is activity_day's counts of last quarters of the first and of
+    first quarters of the second, less the second's rows whose `prev_last` lies in the first,
+    and those other keys. For all sites (a key may be active on several): the keys of the rows
+    that meet the range, united with those."""
     kind, expression = KINDS[metric]
     at_site = " AND site_id = :site_id" if site else ""
 
@@ -303,8 +306,10 @@ def activity_statement(metric: str, span: Span, *, site: bool) -> TextClause:
 
 def page_visitors_statement(pieces: Pieces, filters: Mapping[str, Sequence[str]]) -> TextClause:
     """Exact distinct visitors per (bucket, page) of one site from page activity
-    (src/api/rollups/pages.py), each bucket one UTC day or part of one: page_day's counts of
-    the whole days, the pages' rows that meet the others' quarters, and the keys of unfolded
+    (src/api/rollups/pages.py), each bucket a UTC day, a part of one, or the end of one and
+    the start of the next: page_day's counts of the whole days, slices of its first- and
+    last-quarter counts for the parts that start or end a day, less the keys in both parts of
+    a two-day bucket, the pages' rows that meet any other part, and the keys of unfolded
     changes and of the raw parts of a quarter hour that no row of the bucket holds. Params:
     pieces.params(), site_id, and the filters' (a page filter only). Rows (bucket, page,
     visitors) in answer order, as distinct_statement's."""
