@@ -126,6 +126,7 @@ def additive_statement(
     params: dict[str, Any] = {}
     parts = []
     whole = []  # parts whose rows are groups of the answer as they are (planner.Part.whole_groups)
+    rows_of = []  # each part's rows, unaggregated: summed together when there are several
     for index, part in enumerate(plan.parts):
         spec = part.spec
         column = "time" if spec is None else "bucket"
@@ -157,6 +158,11 @@ def additive_statement(
                 f"count(*) AS events, count(*) FILTER (WHERE {IS_PAGEVIEW}) AS pageviews,"
                 " COALESCE(sum(duration), 0) AS duration_sum, count(duration) AS duration_count"
             )
+            each = (
+                f"1::bigint AS events, CASE WHEN {IS_PAGEVIEW} THEN 1 ELSE 0 END::bigint AS pageviews,"
+                " COALESCE(duration, 0)::bigint AS duration_sum,"
+                " CASE WHEN duration IS NULL THEN 0 ELSE 1 END::bigint AS duration_count"
+            )
         else:
             pageviews = (
                 "sum(pageviews)" if spec.has_pageviews_column else f"sum(events) FILTER (WHERE {IS_PAGEVIEW})"
@@ -166,11 +172,20 @@ def additive_statement(
                 f"sum(events)::bigint AS events, COALESCE({pageviews}, 0)::bigint AS pageviews,"
                 " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
             )
+            row_pageviews = (
+                "pageviews"
+                if spec.has_pageviews_column
+                else f"CASE WHEN {IS_PAGEVIEW} THEN events ELSE 0 END"
+            )
+            each = f"events, {row_pageviews} AS pageviews, duration_sum, duration_count"
         parts.append(f"SELECT {bucket}{dim_list}, {measures} FROM {source}{group_by}")
+        rows_of.append(f"SELECT {bucket}{dim_list}, {each} FROM {source}")
     outer_dims = "".join(f", {d}" for d in dims)
     average = "duration_sum::float8 / NULLIF(duration_count, 0) AS avg_duration"
-    if len(parts) > 1:  # the parts' groups may share a bucket: sum them
-        union = " UNION ALL ".join(f"({p})" for p in parts)
+    if len(parts) > 1:
+        # The parts' groups may share a bucket: their rows are summed together, once (the raw
+        # part of a tiered plan is its ragged ends, under a quarter hour each: few rows).
+        union = " UNION ALL ".join(f"({p})" for p in rows_of)
         parts = [
             f"SELECT b{outer_dims}, sum(events)::bigint AS events, sum(pageviews)::bigint AS pageviews,"
             " sum(duration_sum)::bigint AS duration_sum, sum(duration_count)::bigint AS duration_count"
