@@ -188,9 +188,16 @@ _DELTA = (
 )
 
 _NEW0, _NEW1 = "COALESCE(o0, 0) | q0", "COALESCE(o1, 0) | q1"
-_EDGES = (
+# The folds' (here and pages.py): a changed row's first and last quarters before (its stored
+# quarters o0, o1; NULL: no row yet) and after (the change's q0, q1 ORed in).
+EDGES_SQL = (
     f"{first_quarter_sql('o0', 'o1')} AS f_old, {first_quarter_sql(_NEW0, _NEW1)} AS f_new,"
     f" {last_quarter_sql('o0', 'o1')} AS l_old, {last_quarter_sql(_NEW0, _NEW1)} AS l_new"
+)
+# The folds': a row's `prev_last` as it is after the fold — the last quarter of the key's
+# stored row of the day before (p) with that day's change (pg) ORed in; NULL: neither.
+PREV_LAST_SQL = "CAST({} AS smallint)".format(
+    last_quarter_sql("COALESCE(p.q0, 0) | COALESCE(pg.q0, 0)", "COALESCE(p.q1, 0) | COALESCE(pg.q1, 0)")
 )
 _DAY_GROUP = ("kind", "site_id", "day")
 
@@ -226,12 +233,10 @@ FOLD_SQL = text(
     " UNION ALL SELECT g.kind, g.site_id, g.key, g.day, g.q0, g.q1, -2, -2 FROM grouped g"
     f" WHERE NOT EXISTS (SELECT 1 FROM touched t WHERE t.kind = g.kind AND t.site_id = g.site_id"
     " AND t.key = g.key)),"
-    f" edges AS (SELECT kind, site_id, key, day, {_EDGES} FROM stored),"
+    f" edges AS (SELECT kind, site_id, key, day, {EDGES_SQL} FROM stored),"
     f" written AS (INSERT INTO {ACTIVITY} AS a (kind, site_id, key, day, q0, q1, prev, next, prev_last)"
-    " SELECT c.kind, c.site_id, c.key, c.day, c.q0, c.q1, c.prev, c.next, CAST({} AS smallint)".format(
-        last_quarter_sql("COALESCE(p.q0, 0) | COALESCE(pg.q0, 0)", "COALESCE(p.q1, 0) | COALESCE(pg.q1, 0)")
-    )
-    + f" FROM changed c LEFT JOIN {ACTIVITY} p ON p.kind = c.kind AND p.site_id = c.site_id"
+    f" SELECT c.kind, c.site_id, c.key, c.day, c.q0, c.q1, c.prev, c.next, {PREV_LAST_SQL}"
+    f" FROM changed c LEFT JOIN {ACTIVITY} p ON p.kind = c.kind AND p.site_id = c.site_id"
     " AND p.key = c.key AND p.day = c.day - 1 LEFT JOIN grouped pg ON pg.kind = c.kind"
     " AND pg.site_id = c.site_id AND pg.key = c.key AND pg.day = c.day - 1"
     " UNION ALL SELECT n.kind, n.site_id, n.key, n.day, 0, 0, -2, -2, CAST(e.l_new AS smallint)"
@@ -302,7 +307,7 @@ class Recount:
     q1: NULL for none), `stored` its stored ones; `reset` sets them, or `gone` takes the row
     away; `histogram` moves the day's counts of first and last quarters (binds firsts, lasts
     and `nil`: whether the key is page activity's nil key); `next_day` tells the key's next
-    day's row the last quarter (binds `last`)."""
+    day's row the day's last quarter when it moved (binds `last`)."""
 
     left: TextClause
     stored: TextClause
@@ -350,7 +355,8 @@ async def recompute(
             statements.histogram,
             {**bounds, "firsts": firsts, "lasts": lasts, "nil": nil, "first": f_new, "last": l_new},
         )
-    await session.execute(statements.next_day, {**bounds, "last": None if nil else l_new})
+    if l_old != l_new and not nil:  # the nil key's rows keep no prev_last
+        await session.execute(statements.next_day, {**bounds, "last": l_new})
 
 
 # Retention (under the fold lock): the days before the cutoff day go; the cutoff day's rows

@@ -99,6 +99,22 @@ class RollupWatermark(SQLModel, table=True):
     complete_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+def _overlap_index(name: str, *key: str) -> Index:
+    """The rows whose key was active the day before too (a `prev_last`), with what a two-day
+    count reads of them (src/api/rollups/activity.py)."""
+    return Index(
+        name,
+        *key,
+        postgresql_include=["q0", "q1", "prev_last"],
+        postgresql_where=text("prev_last IS NOT NULL"),
+    )
+
+
+def _edge_counts() -> tuple[Column[list[int]], Column[list[int]]]:
+    """A day's counts of keys by their first and by their last quarter hour (arrays of 96)."""
+    return Column("firsts", ARRAY(Integer), nullable=False), Column("lasts", ARRAY(Integer), nullable=False)
+
+
 # Activity (src/api/rollups/activity.py), both editions: who was active on which days and
 # quarter hours, each key's days linked, and how many keys each day first counts.
 ACTIVITY_TABLE = Table(
@@ -124,14 +140,7 @@ ACTIVITY_TABLE = Table(
         "site_id",
         postgresql_include=["key", "q0", "q1", "prev", "next"],
     ),
-    Index(
-        "ix_activity_overlap",
-        "kind",
-        "site_id",
-        "day",
-        postgresql_include=["q0", "q1", "prev_last"],
-        postgresql_where=text("prev_last IS NOT NULL"),
-    ),
+    _overlap_index("ix_activity_overlap", "kind", "site_id", "day"),
 )
 ACTIVITY_DAY_TABLE = Table(
     ACTIVITY_DAY,
@@ -139,8 +148,7 @@ ACTIVITY_DAY_TABLE = Table(
     Column("kind", SmallInteger, nullable=False),
     Column("site_id", String(128), nullable=False),
     Column("day", Integer, nullable=False),
-    Column("firsts", ARRAY(Integer), nullable=False),
-    Column("lasts", ARRAY(Integer), nullable=False),
+    *_edge_counts(),
     PrimaryKeyConstraint("kind", "site_id", "day"),
 )
 ACTIVITY_FIRST_TABLE = Table(
@@ -175,14 +183,7 @@ PAGE_ACTIVITY_TABLE = Table(
     # Questions read a site's days, page by page: the key holds what they read but the quarters;
     # the keys active the day before too, by the overlap index.
     PrimaryKeyConstraint("site_id", "day", "page", "key", postgresql_include=["q0", "q1"]),
-    Index(
-        "ix_page_activity_overlap",
-        "site_id",
-        "day",
-        "page",
-        postgresql_include=["q0", "q1", "prev_last"],
-        postgresql_where=text("prev_last IS NOT NULL"),
-    ),
+    _overlap_index("ix_page_activity_overlap", "site_id", "day", "page"),
 )
 PAGE_DAY_TABLE = Table(
     PAGE_DAY,
@@ -192,8 +193,7 @@ PAGE_DAY_TABLE = Table(
     Column("page", String(2048), nullable=False),
     Column("keys", BigInteger, nullable=False),
     Column("visitors", BigInteger, nullable=False),
-    Column("firsts", ARRAY(Integer), nullable=False),
-    Column("lasts", ARRAY(Integer), nullable=False),
+    *_edge_counts(),
     Column("nil_first", SmallInteger),
     Column("nil_last", SmallInteger),
     PrimaryKeyConstraint("site_id", "day", "page"),

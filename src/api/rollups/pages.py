@@ -36,7 +36,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.api.rollups.activity import (
+    EDGES_SQL,
     KINDS,
+    PREV_LAST_SQL,
     QUARTER_SQL,
     QUARTERS_PER_DAY,
     Recount,
@@ -71,7 +73,6 @@ def append_cte(source: str) -> str:
 
 _Q0, _Q1 = quarter_bits("quarter")
 _NOT_NIL = f"key <> '{NIL_KEY}'"
-_NEW0, _NEW1 = "COALESCE(o0, 0) | q0", "COALESCE(o1, 0) | q1"
 _GROUP = ("site_id", "day", "page")
 _ZERO = f"array_fill(0, ARRAY[{QUARTERS_PER_DAY}])"
 # The fold, one statement (same snapshot, under the fold lock):
@@ -88,16 +89,11 @@ FOLD_SQL = text(
     f" bit_or({_Q0}) AS q0, bit_or({_Q1}) AS q1 FROM moved GROUP BY 1, 2, 3, 4),"
     " stored AS (SELECT g.site_id, g.day, g.page, g.key, g.q0, g.q1, a.q0 AS o0, a.q1 AS o1"
     f" FROM grouped g LEFT JOIN {PAGE_ACTIVITY} a USING (site_id, day, page, key)),"
-    f" edges AS (SELECT site_id, day, page, key, o0, {first_quarter_sql('o0', 'o1')} AS f_old,"
-    f" {first_quarter_sql(_NEW0, _NEW1)} AS f_new, {last_quarter_sql('o0', 'o1')} AS l_old,"
-    f" {last_quarter_sql(_NEW0, _NEW1)} AS l_new FROM stored),"
+    f" edges AS (SELECT site_id, day, page, key, o0, {EDGES_SQL} FROM stored),"
     f" written AS (INSERT INTO {PAGE_ACTIVITY} AS a (site_id, day, page, key, q0, q1, prev_last)"
     " SELECT g.site_id, g.day, g.page, g.key, g.q0, g.q1,"
-    " CASE WHEN g.{} THEN CAST({} AS smallint) END".format(
-        _NOT_NIL,
-        last_quarter_sql("COALESCE(p.q0, 0) | COALESCE(pg.q0, 0)", "COALESCE(p.q1, 0) | COALESCE(pg.q1, 0)"),
-    )
-    + f" FROM grouped g LEFT JOIN {PAGE_ACTIVITY} p ON p.site_id = g.site_id AND p.day = g.day - 1"
+    f" CASE WHEN g.{_NOT_NIL} THEN {PREV_LAST_SQL} END"
+    f" FROM grouped g LEFT JOIN {PAGE_ACTIVITY} p ON p.site_id = g.site_id AND p.day = g.day - 1"
     " AND p.page = g.page AND p.key = g.key LEFT JOIN grouped pg ON pg.site_id = g.site_id"
     " AND pg.day = g.day - 1 AND pg.page = g.page AND pg.key = g.key"
     " UNION ALL SELECT n.site_id, n.day, n.page, n.key, 0, 0, CAST(e.l_new AS smallint)"
