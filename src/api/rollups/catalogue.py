@@ -60,6 +60,13 @@ def bucket_sql(column: str, granule: int, phase: int = 0) -> str:
     return f"time_bucket(INTERVAL '{width}', {column}, origin => TIMESTAMPTZ '{origin}')"
 
 
+def sum_sql(expression: str) -> str:
+    """SQL: the sum of a bigint expression as a bigint, exact (rollup_sum, migration 0014).
+    PostgreSQL's sum(bigint) is numeric, accumulated in a state allocated per group: summing
+    rollup rows by the thousand, rollup_sum takes half the time."""
+    return f"rollup_sum({expression})"
+
+
 @dataclass(frozen=True)
 class Tier:
     """Buckets of `granule` seconds that start `phase` seconds after the UTC hour. No zone in

@@ -3,7 +3,7 @@ the edition.
 
 - Apache: the tiers are complete below their watermarks (the job moves them); the 15-minute
   rollups always (the statement that stores events keeps them) — except for late changes not
-  folded yet, which a question then reads from `rollup_late` beside them (`late_pending`).
+  folded yet, which a question then reads from `rollup_late` beside them (`state`).
 - Community: continuous aggregates are real-time, so they are exact everywhere, except where
   rows changed below an aggregate's materialisation watermark that its refresh policy has not
   applied yet (late inserts, deletes): there only raw events are exact. Above its watermark an
@@ -39,9 +39,19 @@ _marks: tuple[float, dict[str, datetime | None]] | None = None
 
 async def usable_until(session: AsyncSession, timescale: TimescaleInfo) -> dict[str, datetime | None]:
     """Per tier name: its rollups hold every event below this time (None: nothing yet)."""
+    marks, _ = await state(session, timescale, datetime.min.replace(tzinfo=UTC), ALWAYS)
+    return marks
+
+
+async def state(
+    session: AsyncSession, timescale: TimescaleInfo, start: datetime, end: datetime
+) -> tuple[dict[str, datetime | None], bool]:
+    """What a plan over [start, end) is made from, in one round trip at most: `usable_until`,
+    and whether late changes in the range wait to be folded (Apache: a question over that
+    range reads them beside the rollups; never on Community)."""
     if timescale.has_continuous_aggregates:
-        return await _materialised_until(session)
-    return await repository.tier_watermarks(session)
+        return await _materialised_until(session), False
+    return await repository.tier_state(session, start, end)
 
 
 async def _materialised_until(session: AsyncSession) -> dict[str, datetime | None]:
@@ -64,16 +74,6 @@ async def _materialised_until(session: AsyncSession) -> dict[str, datetime | Non
     return _marks[1]
 
 
-async def late_pending(
-    session: AsyncSession, timescale: TimescaleInfo, start: datetime, end: datetime
-) -> bool:
-    """Whether late changes in [start, end) wait to be folded (Apache): a question over that
-    range reads them beside the rollups."""
-    if timescale.has_continuous_aggregates:
-        return False
-    return await repository.late_pending(session, start, end)
-
-
 async def exact_over(
     session: AsyncSession, timescale: TimescaleInfo, relations: Iterable[str], start: datetime, end: datetime
 ) -> bool:
@@ -81,9 +81,8 @@ async def exact_over(
     if not timescale.has_continuous_aggregates:
         return True
     try:
-        for view in relations:
-            if await repository.pending_invalidations(session, view, start, end):
-                return False
+        if await repository.pending_invalidations(session, tuple(relations), start, end):
+            return False
     except DBAPIError as exc:  # catalog not readable (say, a managed service): raw is exact
         log.warning("cannot read continuous-aggregate invalidations: %s", type(exc.orig).__name__)
         await session.rollback()

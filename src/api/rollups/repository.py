@@ -3,6 +3,7 @@ rollup answers exactly. Identifiers come only from the catalogue; nothing is bui
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import text
@@ -14,9 +15,6 @@ from src.api.rollups.catalogue import CATALOGUE, Tier
 from src.api.rollups.maintenance import fold_sql, sums, upsert
 
 _FOLD = text(fold_sql())
-_LATE_PENDING = text(
-    f"SELECT EXISTS (SELECT 1 FROM {CATALOGUE.late.name} WHERE bucket >= :start AND bucket < :end)"
-)
 
 # ---- the tier job -------------------------------------------------------------------------
 
@@ -91,15 +89,22 @@ async def changes_appended(conn: AsyncConnection) -> int:
 # ---- what the planner reads ---------------------------------------------------------------
 
 
-async def tier_watermarks(session: AsyncSession) -> dict[str, datetime | None]:
-    """Apache edition: how far each tier is complete."""
-    result = await session.execute(text("SELECT tier, complete_until FROM rollup_watermark"))
-    return {str(row.tier): row.complete_until for row in result}
+# One row at least, whatever the watermarks hold: the late changes' answer must not be lost.
+_TIER_STATE = text(
+    "SELECT w.tier, w.complete_until, p.late FROM (SELECT EXISTS (SELECT 1 FROM"
+    f" {CATALOGUE.late.name} WHERE bucket >= :start AND bucket < :end) AS late) AS p"
+    " LEFT JOIN rollup_watermark w ON true"
+)
 
 
-async def late_pending(session: AsyncSession, start: datetime, end: datetime) -> bool:
-    """Apache edition: whether late changes in [start, end) wait to be folded."""
-    return bool((await session.execute(_LATE_PENDING, {"start": start, "end": end})).scalar())
+async def tier_state(
+    session: AsyncSession, start: datetime, end: datetime
+) -> tuple[dict[str, datetime | None], bool]:
+    """Apache edition, in one round trip: how far each tier is complete, and whether late
+    changes in [start, end) wait to be folded."""
+    result = (await session.execute(_TIER_STATE, {"start": start, "end": end})).all()
+    marks = {str(row.tier): row.complete_until for row in result if row.tier is not None}
+    return marks, bool(result[0].late)
 
 
 _AGGREGATE_WATERMARKS = text(
@@ -116,28 +121,30 @@ async def aggregate_watermarks(session: AsyncSession) -> dict[str, datetime | No
     return {str(row.view): row.materialised_until for row in result}
 
 
-async def pending_invalidations(session: AsyncSession, view: str, start: datetime, end: datetime) -> bool:
-    """Community edition: whether rows changed in [start, end) below the continuous aggregate's
-    watermark that it has not materialised yet (late inserts, deletes). Above the watermark
-    real-time aggregation reads raw rows anyway; below it only raw events are exact until the
-    refresh policy runs."""
-    result = await session.execute(
-        text(
-            "WITH c AS ("
-            " SELECT mat_hypertable_id, raw_hypertable_id,"
-            "  LEAST(_timescaledb_functions.cagg_watermark(mat_hypertable_id),"
-            "        _timescaledb_functions.to_unix_microseconds(:end)) AS hi,"
-            "  _timescaledb_functions.to_unix_microseconds(:start) AS lo"
-            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = :view)"
-            " SELECT EXISTS (SELECT 1 FROM c"
-            "  JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l"
-            "   ON l.hypertable_id = c.raw_hypertable_id"
-            "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
-            " OR EXISTS (SELECT 1 FROM c"
-            "  JOIN _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l"
-            "   ON l.materialization_id = c.mat_hypertable_id"
-            "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
-        ),
-        {"start": start, "end": end, "view": view},
-    )
+_PENDING_INVALIDATIONS = text(
+    "WITH c AS ("
+    " SELECT mat_hypertable_id, raw_hypertable_id,"
+    "  LEAST(_timescaledb_functions.cagg_watermark(mat_hypertable_id),"
+    "        _timescaledb_functions.to_unix_microseconds(:end)) AS hi,"
+    "  _timescaledb_functions.to_unix_microseconds(:start) AS lo"
+    " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = ANY(CAST(:views AS text[])))"
+    " SELECT EXISTS (SELECT 1 FROM c"
+    "  JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l"
+    "   ON l.hypertable_id = c.raw_hypertable_id"
+    "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
+    " OR EXISTS (SELECT 1 FROM c"
+    "  JOIN _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l"
+    "   ON l.materialization_id = c.mat_hypertable_id"
+    "  WHERE l.greatest_modified_value >= c.lo AND l.lowest_modified_value < c.hi)"
+)
+
+
+async def pending_invalidations(
+    session: AsyncSession, views: Sequence[str], start: datetime, end: datetime
+) -> bool:
+    """Community edition: whether rows changed in [start, end) below any of these continuous
+    aggregates' watermarks that it has not materialised yet (late inserts, deletes), in one
+    round trip. Above the watermark real-time aggregation reads raw rows anyway; below it only
+    raw events are exact until the refresh policy runs."""
+    result = await session.execute(_PENDING_INVALIDATIONS, {"start": start, "end": end, "views": list(views)})
     return bool(result.scalar())

@@ -147,30 +147,65 @@ def bucket_identity(question: Question) -> Callable[[datetime], object] | None:
     return identity
 
 
-def inside_one_bucket(question: Question) -> Callable[[datetime, int], bool]:
-    """Whether [t, t + granule) lies inside one bucket of the question, in its zone. The
+class Fit:
+    """Whether a tier granule [t, t + granule) lies inside one bucket of the question, in its
+    zone (`__call__`), and for a whole tier at once where arithmetic tells (`every`). The
     identity includes the UTC offset: across a DST change wall-clock time is not monotonic,
     so a granule with one inside never counts as inside one bucket."""
-    interval, identity = question.interval, bucket_identity(question)
-    if interval is None or identity is None:
-        return lambda t, g: True
 
-    def check(t: datetime, granule: int) -> bool:
+    def __init__(self, question: Question) -> None:
+        self.interval = question.interval
+        self.identity = bucket_identity(question)
+        offset = fixed_offset(question) if self.interval is not None else None
+        # One UTC offset and a fixed width: buckets are steps of `width` from `base` (seconds).
+        self.width: int | None = None
+        self.base = 0
+        if offset is not None and self.interval is not None and not self.interval.months:
+            self.width = self.interval.seconds
+            self.base = int((_ORIGIN.replace(tzinfo=UTC) - offset).timestamp())
+
+    def __call__(self, t: datetime, granule: int) -> bool:
+        interval, identity = self.interval, self.identity
+        if interval is None or identity is None:
+            return True
         if not interval.months and interval.seconds < granule:
             return False
         return identity(t) == identity(t + timedelta(seconds=granule) - _TICK)
 
-    return check
+    def every(self, granule: int, phase: int) -> bool | None:
+        """True: every granule of this width and phase fits (a question without buckets, or
+        fixed-width buckets that are whole multiples of the granule and start on its grid);
+        False: none does (buckets narrower than the granule); None: each must be asked. An
+        hourly question over 30 days asks no granule one by one."""
+        interval = self.interval
+        if interval is None:
+            return True
+        if not interval.months and interval.seconds < granule:
+            return False
+        width = self.width
+        if width is not None and width % granule == 0 and (self.base - phase) % granule == 0:
+            return True
+        return None
+
+    def may_hold_runs(self, granule: int) -> bool:
+        """Whether a bucket can hold _PER_RUN_MIN granules (wall-clock days run up to two hours
+        long across a DST change): else no plan buckets once per run."""
+        interval = self.interval
+        if interval is None or self.identity is None:
+            return False
+        return bool(interval.months) or interval.seconds + 2 * HOUR >= _PER_RUN_MIN * granule
 
 
 def _cover(
     lo: datetime,
     hi: datetime,
     tiers: list[tuple[Tier, datetime]],
-    fits: Callable[[datetime, int], bool],
+    fits: Fit,
     out: list[tuple[int, datetime, datetime]],
 ) -> None:
-    """Cover [lo, hi) (whole quarter hours) with the coarsest usable granules, in order."""
+    """Cover [lo, hi) (whole quarter hours) with the coarsest usable granules, in order: a
+    piece (granule, lo, hi) is one granule, or a stretch of them where no run will be split
+    at bucket edges (Fit.may_hold_runs)."""
     if lo >= hi:
         return
     if not tiers:
@@ -178,6 +213,10 @@ def _cover(
         return
     (tier, usable_until), finer = tiers[0], tiers[1:]
     granule, phase = tier.granule, tier.phase
+    every = fits.every(granule, phase)
+    if every is False:
+        _cover(lo, hi, finer, fits, out)
+        return
     step = timedelta(seconds=granule)
     cursor = lo
     t = ceil_to(lo, granule, phase)
@@ -185,6 +224,14 @@ def _cover(
         floor_to(hi, granule, phase),
         floor_to(usable_until, granule, phase) if usable_until < ALWAYS else hi,
     )
+    if every and t + step <= last:  # one stretch of granules, all of them usable
+        _cover(cursor, t, finer, fits, out)
+        stop = t + (last - t) // step * step
+        if fits.may_hold_runs(granule):  # granule by granule: runs split at bucket edges
+            out.extend((granule, t + n * step, t + (n + 1) * step) for n in range((stop - t) // step))
+        else:
+            out.append((granule, t, stop))
+        cursor = t = stop
     while t + step <= last:
         if fits(t, granule):
             _cover(cursor, t, finer, fits, out)
@@ -279,21 +326,25 @@ def tiered_plan(
             relations[tier.granule] = relation
     pieces: list[tuple[int, datetime, datetime]] = []
     mid_lo, mid_hi = ceil_quarter(start), floor_quarter(end)
-    _cover(mid_lo, mid_hi, tiers, inside_one_bucket(question), pieces)
+    fits = Fit(question)
+    _cover(mid_lo, mid_hi, tiers, fits, pieces)
     # Adjacent granules merge into runs. Tier runs that hold several granules each stay inside
     # one bucket of the question, so SQL buckets them once per run rather than once per row;
     # short runs (an hourly question over hours) are cheaper as one range bucketed per row.
-    identity = bucket_identity(question)
-    fixed = fixed_offset(question) is not None  # once: it samples the zone over the range
+    identity = fits.identity
+    fixed = fits.width is not None  # one UTC offset over the range, fixed-width buckets
     parts = []
     for granule in (DAY, SIX_HOURS, HOUR, QUARTER):
         mine = [(lo, hi) for g, lo, hi in pieces if g == granule]
         if not mine:
             continue
-        split = _merge(mine, identity if granule != QUARTER else None)
-        granules = sum((hi - lo).total_seconds() for lo, hi in mine) / granule
-        per_run = identity is not None and granule != QUARTER and granules >= _PER_RUN_MIN * len(split)
-        runs = split if per_run else _merge(mine, None)
+        runs = _merge(mine, None)
+        per_run = False
+        if granule != QUARTER and fits.may_hold_runs(granule):
+            split = _merge(mine, identity)
+            granules = sum((hi - lo).total_seconds() for lo, hi in mine) / granule
+            per_run = granules >= _PER_RUN_MIN * len(split)
+            runs = split if per_run else runs
         spec = CATALOGUE.rollup(relations[granule])
         # Late changes share the rollups' buckets: then no rollup row is a group on its own.
         whole = not late and not per_run and _whole_groups(question, spec, fixed)

@@ -8,7 +8,7 @@ rows."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,11 +73,8 @@ async def plan(session: AsyncSession, timescale: TimescaleInfo, question: Questi
             )
         return raw_plan(question)
     window = question.window
-    chosen = tiered_plan(
-        question,
-        await freshness.usable_until(session, timescale),
-        late=await freshness.late_pending(session, timescale, window.start, window.end),
-    )
+    usable, late = await freshness.state(session, timescale, window.start, window.end)
+    chosen = tiered_plan(question, usable, late=late)
     if question.source == "auto" and not await freshness.exact_over(
         session, timescale, chosen.relations, window.start, window.end
     ):
@@ -144,18 +141,25 @@ async def answer(
         wanted_sessions
     )
     if wanted_additive:
+        # The statement's rows are the answer when nothing joins them: their buckets then load
+        # as UTC wall-clock times, each put in the zone once (shape.from_utc_sums). psycopg
+        # converts every instant it loads to the session's zone, UTC too (a ZoneInfo): 14k
+        # rows of the hourly page x OS answer loaded in 12 ms, as wall-clock times in 3.
+        alone = not wanted_distinct and not (fill and bucketed)
+        utc_buckets = alone and bucketed
         statement, runs = repository.additive_statement(
-            chosen, dims, question.filters, bucketed=bucketed, site=site, fixed=fixed
+            chosen, dims, question.filters, bucketed=bucketed, site=site, fixed=fixed, utc_buckets=utc_buckets
         )
         sums = await repository.rows(session, statement, {**params, **runs})
         if not bucketed and not dims:
             # A total over no rows at all is one row of NULL sums: the row of zeros below, as
             # the raw path answers.
             sums = [row for row in sums if row[shape.width] is not None]
-        if not wanted_distinct and not (fill and bucketed) and (sums or bucketed or dims):
+        if alone and (sums or bucketed or dims):
             # The statement's rows are the answer, one group each, already in order. (A summary
             # with no events at all still gets its row of zeros below.)
-            return Answer(source=_source(chosen, wanted_distinct), rows=list(map(shape.from_sums, sums)))
+            make = shape.from_utc_sums() if utc_buckets else shape.from_sums
+            return Answer(source=_source(chosen, wanted_distinct), rows=list(map(make, sums)))
         for row in sums:
             merged[row[: shape.width]] = shape.from_sums(row)
     span = _activity_span(question)
@@ -366,20 +370,37 @@ _COUNTS = frozenset({"events", "pageviews", "visitors", "sessions", "visits"})
 
 
 def _row_maker(
-    names: Sequence[str], slots: Sequence[int | None]
+    names: Sequence[str], slots: Sequence[int | None], zoned: Mapping[datetime, datetime] | None = None
 ) -> Callable[[Sequence[Any]], dict[str, Any]]:
     """A function making an answer row from a statement's row: name i is value slots[i] (None:
-    0). A dict display compiled once per question builds a row in a third of the time
-    dict(zip()) does (a 14k-row answer: 2 ms instead of 6). The names are the API's own
-    dimension and metric names, constants that parse_names whitelists, written with repr();
-    the slots are ints."""
+    0); with `zoned`, the bucket (name "bucket") is zoned[value]. A dict display compiled once
+    per question builds a row in a third of the time dict(zip()) does (a 14k-row answer: 2 ms
+    instead of 6). The names are the API's own dimension and metric names, constants that
+    parse_names whitelists, written with repr(); the slots are ints."""
     assert all(name.isidentifier() for name in names)
-    items = ", ".join(
-        f"{name!r}: {'0' if slot is None else f'values[{int(slot)}]'}"
-        for name, slot in zip(names, slots, strict=True)
-    )
-    maker: Callable[[Sequence[Any]], dict[str, Any]] = eval(f"lambda values: {{{items}}}", {})
+
+    def value(name: str, slot: int | None) -> str:
+        if slot is None:
+            return "0"
+        found = f"values[{int(slot)}]"
+        return f"zoned[{found}]" if zoned is not None and name == "bucket" else found
+
+    items = ", ".join(f"{name!r}: {value(name, slot)}" for name, slot in zip(names, slots, strict=True))
+    maker: Callable[[Sequence[Any]], dict[str, Any]] = eval(f"lambda values: {{{items}}}", {"zoned": zoned})
     return maker
+
+
+class _Zoned(dict[datetime, datetime]):
+    """UTC wall-clock times put in a zone, each once: an hourly answer over 30 days holds 720
+    buckets in 14k rows."""
+
+    def __init__(self, tz: str) -> None:
+        super().__init__()
+        self.zone = ZoneInfo(tz)
+
+    def __missing__(self, utc: datetime) -> datetime:
+        zoned = self[utc] = utc.replace(tzinfo=UTC).astimezone(self.zone)
+        return zoned
 
 
 class _Shape:
@@ -402,8 +423,13 @@ class _Shape:
         )
         self.names = (*self.key_names, *self.metrics)
         # A distinct metric is 0 until its statement fills it.
-        slots = (*key_slots, *(None if slot == padding else slot for slot in metric_slots))
-        self.from_sums = _row_maker(self.names, slots)
+        self.slots = (*key_slots, *(None if slot == padding else slot for slot in metric_slots))
+        self.from_sums = _row_maker(self.names, self.slots)
+        self.tz = question.tz
+
+    def from_utc_sums(self) -> Callable[[Sequence[Any]], dict[str, Any]]:
+        """from_sums for rows whose buckets are UTC wall-clock times."""
+        return _row_maker(self.names, self.slots, _Zoned(self.tz))
 
     def empty(self, key: Sequence[Any]) -> dict[str, Any]:
         row = dict(zip(self.key_names, key if self.bucketed else key[1:], strict=True))
