@@ -122,7 +122,7 @@ def additive_statement(
     """events, pageviews, avg_duration per (bucket?, dims), in the answer's order; each part of
     the plan from its own relation, summed together; with the parameters of the parts' runs.
     With `utc_buckets`, each bucket is its UTC wall-clock time (a timestamp without zone),
-    which loads in a quarter of the time of an instant put in the session's zone."""
+    which loads in a quarter of the time of an instant put in a session zone other than UTC."""
     dim_list = _select_dims(dims)
     where = _filters_sql(filters, site)
     group_by = _group_ordinals(bucketed, dims)
