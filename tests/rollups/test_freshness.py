@@ -33,7 +33,7 @@ async def test_community_tiers_answer_up_to_their_materialisation_watermark(
     await settle(engine, timescale)
     monkeypatch.setattr(freshness, "_marks", None)
     async with AsyncSession(engine) as session:
-        marks = await freshness.usable_until(session, timescale)
+        marks, _ = await freshness.state(session, timescale, now - timedelta(days=3), now)
     assert set(marks) == {tier.name for tier in CATALOGUE.tiers}
     for name, mark in marks.items():
         assert mark is not None and mark != freshness.ALWAYS, name

@@ -37,18 +37,13 @@ WATERMARKS_TTL = 5.0
 _marks: tuple[float, dict[str, datetime | None]] | None = None
 
 
-async def usable_until(session: AsyncSession, timescale: TimescaleInfo) -> dict[str, datetime | None]:
-    """Per tier name: its rollups hold every event below this time (None: nothing yet)."""
-    marks, _ = await state(session, timescale, datetime.min.replace(tzinfo=UTC), ALWAYS)
-    return marks
-
-
 async def state(
     session: AsyncSession, timescale: TimescaleInfo, start: datetime, end: datetime
 ) -> tuple[dict[str, datetime | None], bool]:
-    """What a plan over [start, end) is made from, in one round trip at most: `usable_until`,
-    and whether late changes in the range wait to be folded (Apache: a question over that
-    range reads them beside the rollups; never on Community)."""
+    """What a plan over [start, end) is made from, in one round trip at most: per tier name,
+    the time below which its rollups hold every event (None: nothing yet), and whether late
+    changes in the range wait to be folded (Apache: a question over that range reads them
+    beside the rollups; never on Community)."""
     if timescale.has_continuous_aggregates:
         return await _materialised_until(session), False
     return await repository.tier_state(session, start, end)
@@ -77,7 +72,7 @@ async def _materialised_until(session: AsyncSession) -> dict[str, datetime | Non
 async def exact_over(
     session: AsyncSession, timescale: TimescaleInfo, relations: Iterable[str], start: datetime, end: datetime
 ) -> bool:
-    """Whether these rollups hold every change in [start, end) (below `usable_until`)."""
+    """Whether these rollups hold every change in [start, end) (below the times `state` reads)."""
     if not timescale.has_continuous_aggregates:
         return True
     try:

@@ -114,13 +114,13 @@ def _bucket_key(local: datetime, interval: BucketInterval) -> int:
     return (local - _ORIGIN) // timedelta(seconds=interval.seconds)
 
 
-def bucket_identity(question: Question) -> Callable[[datetime], object] | None:
+def bucket_identity(question: Question, offset: timedelta | None) -> Callable[[datetime], object] | None:
     """A function that tells two instants apart when they fall in different buckets of the
-    question (in its zone); None for questions without buckets."""
+    question (in its zone); None for questions without buckets. `offset`: the question's
+    fixed_offset."""
     interval = question.interval
     if interval is None:
         return None
-    offset = fixed_offset(question)
     if offset is not None and not interval.months:
         # One UTC offset over the whole range (UTC, Kathmandu, a summer month of Berlin): the
         # buckets are fixed-width steps from one instant, so an instant's bucket is a division
@@ -155,8 +155,8 @@ class Fit:
 
     def __init__(self, question: Question) -> None:
         self.interval = question.interval
-        self.identity = bucket_identity(question)
-        offset = fixed_offset(question) if self.interval is not None else None
+        offset = fixed_offset(question) if self.interval is not None else None  # samples the zone
+        self.identity = bucket_identity(question, offset)
         # One UTC offset and a fixed width: buckets are steps of `width` from `base` (seconds).
         self.width: int | None = None
         self.base = 0

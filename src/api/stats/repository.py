@@ -129,7 +129,10 @@ def additive_statement(
     params: dict[str, Any] = {}
     parts = []
     whole = []  # parts whose rows are groups of the answer as they are (planner.Part.whole_groups)
-    rows_of = []  # each part's rows, unaggregated: summed together when there are several
+    # Several parts' groups may share a bucket: each part's rows go unaggregated into one
+    # GROUP BY over their union (the raw part of a tiered plan is its ragged ends, under a
+    # quarter hour each: few rows); a single part is aggregated on its own.
+    several = sum(not part.whole_groups for part in plan.parts) > 1
     for index, part in enumerate(plan.parts):
         spec = part.spec
         column = "time" if spec is None else "bucket"
@@ -156,15 +159,26 @@ def additive_statement(
             bucket = f"{_bucket(column, fixed=fixed)} AS b"
         else:
             bucket = "NULL AS b"
+        if several:  # the part's rows, each with its measures
+            if spec is None:
+                measures = (
+                    f"1::bigint AS events, CASE WHEN {IS_PAGEVIEW} THEN 1 ELSE 0 END::bigint AS pageviews,"
+                    " COALESCE(duration, 0)::bigint AS duration_sum,"
+                    " CASE WHEN duration IS NULL THEN 0 ELSE 1 END::bigint AS duration_count"
+                )
+            else:
+                row_pageviews = (
+                    "pageviews"
+                    if spec.has_pageviews_column
+                    else f"CASE WHEN {IS_PAGEVIEW} THEN events ELSE 0 END"
+                )
+                measures = f"events, {row_pageviews} AS pageviews, duration_sum, duration_count"
+            parts.append(f"SELECT {bucket}{dim_list}, {measures} FROM {source}")
+            continue
         if spec is None:
             measures = (
                 f"count(*) AS events, count(*) FILTER (WHERE {IS_PAGEVIEW}) AS pageviews,"
                 " COALESCE(sum(duration), 0) AS duration_sum, count(duration) AS duration_count"
-            )
-            each = (
-                f"1::bigint AS events, CASE WHEN {IS_PAGEVIEW} THEN 1 ELSE 0 END::bigint AS pageviews,"
-                " COALESCE(duration, 0)::bigint AS duration_sum,"
-                " CASE WHEN duration IS NULL THEN 0 ELSE 1 END::bigint AS duration_count"
             )
         else:
             pageviews = (
@@ -177,20 +191,11 @@ def additive_statement(
                 f"{sum_sql('events')} AS events, COALESCE({pageviews}, 0) AS pageviews,"
                 f" {sum_sql('duration_sum')} AS duration_sum, {sum_sql('duration_count')} AS duration_count"
             )
-            row_pageviews = (
-                "pageviews"
-                if spec.has_pageviews_column
-                else f"CASE WHEN {IS_PAGEVIEW} THEN events ELSE 0 END"
-            )
-            each = f"events, {row_pageviews} AS pageviews, duration_sum, duration_count"
         parts.append(f"SELECT {bucket}{dim_list}, {measures} FROM {source}{group_by}")
-        rows_of.append(f"SELECT {bucket}{dim_list}, {each} FROM {source}")
     outer_dims = "".join(f", {d}" for d in dims)
     average = "duration_sum::float8 / NULLIF(duration_count, 0) AS avg_duration"
-    if len(parts) > 1:
-        # The parts' groups may share a bucket: their rows are summed together, once (the raw
-        # part of a tiered plan is its ragged ends, under a quarter hour each: few rows).
-        union = " UNION ALL ".join(f"({p})" for p in rows_of)
+    if several:
+        union = " UNION ALL ".join(f"({p})" for p in parts)
         parts = [
             f"SELECT b{outer_dims}, {sum_sql('events')} AS events, {sum_sql('pageviews')} AS pageviews,"
             f" {sum_sql('duration_sum')} AS duration_sum, {sum_sql('duration_count')} AS duration_count"

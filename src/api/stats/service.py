@@ -406,9 +406,9 @@ class _Zoned(dict[datetime, datetime]):
 
 class _Shape:
     """Builds the answer's rows: bucket, dimensions, then the metrics in the question's order.
-    Buckets arrive as datetimes in the question's zone (use_zone set the session's), and
-    additive_statement's rows already hold the finished metrics, so a row is one dict display
-    (from_sums)."""
+    Buckets arrive as datetimes in the question's zone (use_zone set the session's), or as UTC
+    wall-clock times (from_utc_sums), and additive_statement's rows already hold the finished
+    metrics, so a row is one dict display (from_sums)."""
 
     def __init__(self, question: Question) -> None:
         dims = question.group_by
